@@ -1,0 +1,1 @@
+return Vdisk.Cli.CommandLine.Run(args);

@@ -1,0 +1,51 @@
+using Vdisk.BlockIO;
+using Vdisk.Images;
+
+namespace Vdisk.Formats.Raw;
+
+/// <summary>The raw format: guest offset = file offset. Probes last, with the lowest score, as in QEMU.</summary>
+public sealed class RawFormat : ImageFormat
+{
+    public override string Name => "raw";
+    public override IReadOnlyCollection<string> CreateOptionNames { get; } = new[] { "size", "preallocation" };
+
+    public override int Probe(ReadOnlySpan<byte> header, string path) => 1;
+
+    public override DiskImage Open(BlockDevice device, ImageOpenOptions options) => new RawImage(device, options.ReadOnly);
+
+    public override void Create(BlockDevice device, ImageCreateOptions options)
+    {
+        foreach (var key in options.Options.Keys)
+            if (!CreateOptionNames.Contains(key))
+                throw new DiskImageException(DiskImageErrorKind.InvalidArgument, device.Name, $"Invalid parameter '{key}'");
+        var prealloc = options.Get("preallocation") ?? "off";
+        device.SetLength(options.Size);
+        switch (prealloc)
+        {
+            case "off":
+                // QEMU allocates the first block so that O_DIRECT alignment can be probed later; match its layout.
+                if (options.Size > 0) device.Write(0, new byte[(int)Math.Min(4096, options.Size)].AsMemory());
+                break;
+            case "falloc":
+                if (device is FileBlockDevice f) f.Allocate(0, options.Size);
+                else device.WriteZeroes(0, options.Size);
+                break;
+            case "full":
+                WriteZeros(device, 0, options.Size);
+                break;
+            default:
+                throw new DiskImageException(DiskImageErrorKind.InvalidArgument, device.Name, $"Invalid preallocation mode: '{prealloc}'");
+        }
+    }
+
+    internal static void WriteZeros(BlockDevice device, long offset, long length)
+    {
+        var zeros = new byte[1 << 20];
+        for (long done = 0; done < length;)
+        {
+            int n = (int)Math.Min(zeros.Length, length - done);
+            device.Write(offset + done, zeros.AsMemory(0, n));
+            done += n;
+        }
+    }
+}

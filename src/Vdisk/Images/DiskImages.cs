@@ -1,0 +1,59 @@
+using Vdisk.BlockIO;
+
+namespace Vdisk.Images;
+
+/// <summary>Entry points: open an image by path (probing its format) and create one by format name.</summary>
+public static class DiskImages
+{
+    /// <summary>Opens an image file and its backing chain.</summary>
+    public static DiskImage Open(string path, ImageOpenOptions? options = null)
+    {
+        options ??= new ImageOpenOptions();
+        string full = System.IO.Path.GetFullPath(path);
+        if (options.OpenChain.Contains(full))
+            throw new DiskImageException(DiskImageErrorKind.InvalidFormat, path, "Backing file chain creates an infinite loop");
+        var device = FileBlockDevice.Open(path, options.ReadOnly, options.Cache);
+        try
+        {
+            var format = options.Format is null ? options.Registry.Probe(device) : options.Registry.Get(options.Format);
+            return format.Open(device, options with { OpenChain = options.OpenChain.Append(full).ToArray() });
+        }
+        catch
+        {
+            device.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Creates an image file of the given format; it is closed again, open it with <see cref="Open"/>.</summary>
+    public static void Create(string path, string format, ImageCreateOptions options)
+    {
+        var driver = options.Registry.Get(format);
+        using var device = FileBlockDevice.Create(path);
+        driver.Create(device, options);
+        device.Flush();
+    }
+
+    /// <summary>Resolves a backing file name the way QEMU does: relative names are relative to the image's folder.</summary>
+    public static string ResolveBackingPath(string imagePath, string backingName)
+    {
+        if (System.IO.Path.IsPathRooted(backingName) || backingName.Contains("://")) return backingName;
+        var dir = System.IO.Path.GetDirectoryName(imagePath);
+        return string.IsNullOrEmpty(dir) ? backingName : System.IO.Path.Combine(dir, backingName);
+    }
+
+    /// <summary>Opens the backing file named in an image, read-only, with the same cache mode.</summary>
+    public static DiskImage OpenBacking(string imagePath, string backingName, string? backingFormat, ImageOpenOptions parent)
+    {
+        var resolved = ResolveBackingPath(imagePath, backingName);
+        try
+        {
+            return Open(resolved, parent with { ReadOnly = true, Format = backingFormat, NoBacking = false, Options = new Dictionary<string, string>() });
+        }
+        catch (DiskImageException e) when (e.Kind == DiskImageErrorKind.NotFound)
+        {
+            throw new DiskImageException(DiskImageErrorKind.NotFound, imagePath,
+                $"Could not open backing file: Could not open '{resolved}': No such file or directory");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+using Vdisk.BlockIO;
+
+namespace Vdisk.Images;
+
+/// <summary>How to open an image (and, by default, its backing chain).</summary>
+public sealed record ImageOpenOptions
+{
+    public bool ReadOnly { get; init; }
+    public CacheMode Cache { get; init; } = CacheMode.Writeback;
+    /// <summary>Format name; null probes the file's magic, as QEMU does.</summary>
+    public string? Format { get; init; }
+    /// <summary>Do not open the backing file (qemu-img info does not need it).</summary>
+    public bool NoBacking { get; init; }
+    /// <summary>Format-specific runtime options, QEMU style (e.g. "l2-cache-size").</summary>
+    public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    /// <summary>Registry used to resolve formats of this image and its backing files.</summary>
+    public ImageFormatRegistry Registry { get; init; } = ImageFormatRegistry.Default;
+    /// <summary>Files already open further up the chain, to refuse a chain that loops back on itself.</summary>
+    internal IReadOnlyList<string> OpenChain { get; init; } = Array.Empty<string>();
+}
+
+/// <summary>How to create an image: its size and the qemu-img -o options, as text.</summary>
+public sealed record ImageCreateOptions
+{
+    public long Size { get; init; }
+    public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    public ImageFormatRegistry Registry { get; init; } = ImageFormatRegistry.Default;
+    public string? Get(string key) => Options.TryGetValue(key, out var v) ? v : null;
+}
