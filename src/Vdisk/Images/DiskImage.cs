@@ -32,6 +32,10 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
     public virtual string? BackingFormatName => null;
     /// <summary>Granularity of allocation (cluster size); 0 when the format has none.</summary>
     public virtual int ClusterSize => 0;
+    /// <summary>The header's dirty flag (qemu-img info's "dirty-flag"): refcounts may be stale.</summary>
+    public virtual bool IsDirty => false;
+    /// <summary>Format-specific facts for `info` ("Format specific information"), in display order; empty if none.</summary>
+    public virtual IReadOnlyList<InfoField> FormatSpecificInfo => Array.Empty<InfoField>();
 
     // ---- the one implementation of each operation, in the format driver ----
     protected abstract ValueTask ReadCoreAsync(long offset, Memory<byte> buffer, bool async, CancellationToken ct);
