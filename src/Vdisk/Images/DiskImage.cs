@@ -89,6 +89,10 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
     /// <summary>A seekable <see cref="System.IO.Stream"/> over the virtual disk.</summary>
     public ImageStream AsStream(bool leaveOpen = true) => new(this, leaveOpen);
 
+    /// <summary>Read with an explicit sync/async choice, for format drivers reading their backing file.</summary>
+    protected internal ValueTask ReadWithModeAsync(long offset, Memory<byte> buffer, bool async, CancellationToken ct)
+        => ReadChecked(offset, buffer, async, ct);
+
     // ---- argument checks shared by both paths ----
     private ValueTask ReadChecked(long offset, Memory<byte> buffer, bool async, CancellationToken ct)
     {

@@ -1,0 +1,83 @@
+using System.Buffers.Binary;
+using Vdisk.Formats.Qcow2.OnDisk;
+
+namespace Vdisk.Formats.Qcow2;
+
+/// <summary>
+/// Metadata write-back order. Refcount blocks reach the disk before the L2 tables that reference their clusters,
+/// L2 tables before the L1 entries that point to them, with a flush (barrier) between each step. Refcount
+/// decrements wait until the L2 update that dropped the reference is durable, so a crash leaves at most leaks
+/// and a freed cluster is never reused while a durable L2 entry may still point to it.
+/// </summary>
+public sealed partial class Qcow2Image
+{
+    protected override async ValueTask FlushCoreAsync(bool async, CancellationToken ct)
+    {
+        await LockAsync(async, ct).ConfigureAwait(false);
+        try { await FlushMetadataLockedAsync(async, ct).ConfigureAwait(false); }
+        finally { Unlock(); }
+    }
+
+    private async ValueTask FlushMetadataLockedAsync(bool async, CancellationToken ct)
+    {
+        if (_corrupt) return;
+        if (_refcounts.HasDirty)
+        {
+            await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
+            await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
+        }
+        await _l2Cache.WriteBackAsync(async, ct).ConfigureAwait(false);
+        if (_dirtyL1.Count > 0)
+        {
+            await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
+            await WriteDirtyL1Async(async, ct).ConfigureAwait(false);
+        }
+        await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
+        if (_refcounts.HasPendingFrees)
+        {
+            await _refcounts.ApplyPendingFreesAsync(async, ct).ConfigureAwait(false);
+            await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
+            await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writes the L1 entries changed since the last flush, in runs of adjacent entries.</summary>
+    private async ValueTask WriteDirtyL1Async(bool async, CancellationToken ct)
+    {
+        var indices = _dirtyL1.ToArray();
+        _dirtyL1.Clear();
+        int i = 0;
+        while (i < indices.Length)
+        {
+            int j = i;
+            while (j + 1 < indices.Length && indices[j + 1] == indices[j] + 1) j++;
+            var raw = new byte[(j - i + 1) * 8];
+            for (int k = i; k <= j; k++) BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan((k - i) * 8), (ulong)_l1[indices[k]]);
+            long offset = _header.L1TableOffset + indices[i] * 8L;
+            var hit = _overlap.FindOverlap(offset, raw.Length, MetadataKind.ActiveL1);
+            if (hit != MetadataKind.None)
+                throw SignalCorruption($"Preventing invalid write on metadata (overlaps with {OverlapChecker.Describe(hit)})", offset);
+            await Device.WriteCoreAsync(offset, raw, async, ct).ConfigureAwait(false);
+            i = j + 1;
+        }
+    }
+
+    /// <summary>The L2 cache's dependency: refcount blocks first, made durable, before any L2 table is written.</summary>
+    private async ValueTask WriteBackRefcountsFirstAsync(bool async)
+    {
+        if (!_refcounts.HasDirty) return;
+        await _refcounts.WriteBackAsync(async, default).ConfigureAwait(false);
+        await Device.FlushCoreAsync(async, default).ConfigureAwait(false);
+    }
+
+    /// <summary>Points the header at a relocated refcount table with one 12-byte write (offset and cluster count).</summary>
+    private async ValueTask SwitchRefcountTableAsync(long offset, uint clusters, bool async)
+    {
+        var raw = new byte[12];
+        BinaryPrimitives.WriteUInt64BigEndian(raw, (ulong)offset);
+        BinaryPrimitives.WriteUInt32BigEndian(raw.AsSpan(8), clusters);
+        await Device.WriteCoreAsync(HeaderField.RefcountTableOffset, raw, async, default).ConfigureAwait(false);
+        _header.RefcountTableOffset = offset;
+        _header.RefcountTableClusters = clusters;
+    }
+}

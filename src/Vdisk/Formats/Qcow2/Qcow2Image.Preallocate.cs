@@ -1,0 +1,50 @@
+using Vdisk.BlockIO;
+using Vdisk.Formats.Qcow2.OnDisk;
+
+namespace Vdisk.Formats.Qcow2;
+
+/// <summary>preallocation=metadata|falloc|full: every guest cluster gets its host cluster at creation.</summary>
+public sealed partial class Qcow2Image
+{
+    internal void Preallocate(string mode)
+    {
+        long clusters = (Size + ClusterSize - 1) >> _clusterBits;
+        long lastData = 0;
+        // Runs of contiguous data clusters: metadata allocated on the way (L2 tables, refcount blocks) lies between them.
+        var runs = new List<(long Start, long Length)>();
+        _lock.Wait();
+        try
+        {
+            for (long c = 0; c < clusters; c++)
+            {
+                var l2 = GetWritableL2Async(c >> _l2Bits, false, default).GetAwaiter().GetResult();
+                long host = _refcounts.AllocateAsync(1, false).GetAwaiter().GetResult();
+                WriteEntry(l2, c & (L2Entries - 1), (ulong)host | Entry.Copied, _extended ? Entry.AllAllocatedBitmap : 0);
+                if (runs.Count > 0 && runs[^1].Start + runs[^1].Length == host) runs[^1] = (runs[^1].Start, runs[^1].Length + ClusterSize);
+                else runs.Add((host, ClusterSize));
+                lastData = Math.Max(lastData, host + ClusterSize);
+            }
+            FlushMetadataLockedAsync(false, default).GetAwaiter().GetResult();
+        }
+        finally { _lock.Release(); }
+        if (clusters == 0) return;
+        switch (mode)
+        {
+            case "metadata":
+                // The file must reach the last data cluster so that every mapped offset lies inside it.
+                if (Device.Length < lastData) Device.SetLength(lastData);
+                break;
+            case "falloc":
+                foreach (var (start, length) in runs)
+                {
+                    if (Device is FileBlockDevice f) f.Allocate(start, length);
+                    else if (Device.Length < start + length) Device.SetLength(start + length);
+                }
+                break;
+            case "full":
+                foreach (var (start, length) in runs) Formats.Raw.RawFormat.WriteZeros(Device, start, length);
+                break;
+        }
+        Device.Flush();
+    }
+}

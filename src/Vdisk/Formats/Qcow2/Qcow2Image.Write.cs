@@ -1,0 +1,245 @@
+using System.Buffers;
+using Vdisk.Formats.Qcow2.OnDisk;
+using Vdisk.Images;
+
+namespace Vdisk.Formats.Qcow2;
+
+/// <summary>
+/// Guest writes. A write to a cluster this image owns alone (COPIED) goes in place; anything else allocates a
+/// new host cluster, fills the parts the write does not cover from the old content (copy-on-write), writes the
+/// data, and only then links the cluster into the L2 table. The old cluster is released once that link is durable.
+/// </summary>
+public sealed partial class Qcow2Image
+{
+    protected override async ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> buffer, bool async, CancellationToken ct)
+    {
+        ThrowIfCorrupt();
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            long pos = offset + done;
+            int n = (int)Math.Min(buffer.Length - done, ClusterSize - (pos & (ClusterSize - 1)));
+            await WriteClusterAsync(pos, buffer.Slice(done, n), async, ct).ConfigureAwait(false);
+            done += n;
+        }
+        if (_writeThrough) await FlushCoreAsync(async, ct).ConfigureAwait(false);
+    }
+
+    private void ThrowIfCorrupt()
+    {
+        if (_corrupt)
+            throw new CorruptImageException(Path, "Image is corrupt; further writes are refused until it is repaired (vdisk check -r all)");
+    }
+
+    /// <summary>Writes data that lies inside one guest cluster.</summary>
+    private async ValueTask WriteClusterAsync(long offset, ReadOnlyMemory<byte> data, bool async, CancellationToken ct)
+    {
+        long guestCluster = offset >> _clusterBits;
+        int inCluster = (int)(offset & (ClusterSize - 1));
+        while (true)
+        {
+            TaskCompletionSource? busy = null, mine = null;
+            L2Entry entry = default;
+            long inPlaceHost = -1, newHost = -1;
+            bool fresh = false;
+            await LockAsync(async, ct).ConfigureAwait(false);
+            try
+            {
+                if (!_inFlight.TryGetValue(guestCluster, out busy))
+                {
+                    entry = await LookupAsync(guestCluster, async, ct).ConfigureAwait(false);
+                    if (CanWriteInPlace(entry, inCluster, data.Length))
+                        inPlaceHost = entry.HostOffset + inCluster;
+                    else
+                    {
+                        mine = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                        _inFlight[guestCluster] = mine;
+                        if (ReusesHostCluster(entry)) newHost = entry.HostOffset;
+                        else
+                        {
+                            long fileEnd = Device.Length;
+                            newHost = await _refcounts.AllocateAsync(1, async, ct).ConfigureAwait(false);
+                            fresh = newHost >= fileEnd;
+                        }
+                    }
+                }
+            }
+            catch
+            {
+                if (mine is not null) { _inFlight.Remove(guestCluster); mine.TrySetResult(); }
+                throw;
+            }
+            finally { Unlock(); }
+
+            if (busy is not null)
+            {
+                if (async) await busy.Task.ConfigureAwait(false); else busy.Task.GetAwaiter().GetResult();
+                continue;
+            }
+            if (inPlaceHost >= 0)
+            {
+                CheckDataWrite(inPlaceHost, data.Length);
+                await Device.WriteCoreAsync(inPlaceHost, data, async, ct).ConfigureAwait(false);
+                return;
+            }
+            try
+            {
+                await CopyOnWriteAsync(guestCluster, entry, newHost, fresh, inCluster, data, async, ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                await LockAsync(async, default).ConfigureAwait(false);
+                try { _inFlight.Remove(guestCluster); }
+                finally { Unlock(); }
+                mine!.TrySetResult();
+            }
+            return;
+        }
+    }
+
+    private bool CanWriteInPlace(L2Entry entry, int inCluster, int length)
+    {
+        if (entry.Kind(_extended) != ClusterKind.Normal || !entry.IsCopied) return false;
+        if (!_extended) return true;
+        int first = inCluster >> SubclusterBits, last = (inCluster + length - 1) >> SubclusterBits;
+        for (int s = first; s <= last; s++)
+            if ((entry.Bitmap & Entry.SubclusterAllocated(s)) == 0) return false;
+        return true;
+    }
+
+    /// <summary>A cluster this image owns alone keeps its host cluster even when it needs filling (zero or partly allocated).</summary>
+    private bool ReusesHostCluster(L2Entry entry)
+    {
+        var kind = entry.Kind(_extended);
+        return entry.IsCopied && (kind == ClusterKind.Normal || kind == ClusterKind.ZeroAllocated);
+    }
+
+    private async ValueTask CopyOnWriteAsync(long guestCluster, L2Entry old, long host, bool fresh, int inCluster, ReadOnlyMemory<byte> data, bool async, CancellationToken ct)
+    {
+        long clusterStart = guestCluster << _clusterBits;
+        bool reused = ReusesHostCluster(old);
+        // The byte range of the host cluster this write must fill: the whole cluster, or with extended L2
+        // entries just the subclusters it touches when the rest of the cluster keeps its state.
+        int start = 0, end = ClusterSize;
+        ulong bitmap = 0;
+        if (_extended)
+        {
+            int s0 = inCluster >> SubclusterBits, s1 = (inCluster + data.Length - 1) >> SubclusterBits;
+            ulong touched = ((2UL << s1) - 1) & ~((1UL << s0) - 1);
+            var kind = old.Kind(true);
+            if (kind == ClusterKind.Compressed || (kind == ClusterKind.Normal && !old.IsCopied))
+            {
+                bitmap = kind == ClusterKind.Compressed ? Entry.AllAllocatedBitmap : (old.Bitmap & Entry.AllAllocatedBitmap) | touched;
+                bitmap |= old.Bitmap & ~Entry.AllAllocatedBitmap & ~(touched << 32);
+            }
+            else
+            {
+                start = s0 << SubclusterBits;
+                end = (s1 + 1) << SubclusterBits;
+                bitmap = (old.Bitmap | touched) & ~(touched << 32);
+            }
+        }
+
+        bool success = false;
+        try
+        {
+            bool zeroBackground = fresh && await ReadsAsZeroAsync(old, clusterStart, async, ct).ConfigureAwait(false);
+            if (zeroBackground)
+            {
+                // A new cluster past the end of the file reads as zeros already: write just the data.
+                CheckDataWrite(host + inCluster, data.Length);
+                await Device.WriteCoreAsync(host + inCluster, data, async, ct).ConfigureAwait(false);
+            }
+            else
+            {
+                var buffer = ArrayPool<byte>.Shared.Rent(end - start);
+                try
+                {
+                    var fill = buffer.AsMemory(0, end - start);
+                    await ReadGuestRangeAsync(clusterStart + start, fill[..(inCluster - start)], async, ct).ConfigureAwait(false);
+                    int tail = inCluster + data.Length;
+                    await ReadGuestRangeAsync(clusterStart + tail, fill[(tail - start)..], async, ct).ConfigureAwait(false);
+                    data.CopyTo(fill[(inCluster - start)..]);
+                    CheckDataWrite(host + start, end - start);
+                    await Device.WriteCoreAsync(host + start, fill, async, ct).ConfigureAwait(false);
+                }
+                finally { ArrayPool<byte>.Shared.Return(buffer); }
+            }
+
+            await LockAsync(async, ct).ConfigureAwait(false);
+            try
+            {
+                var l2 = await GetWritableL2Async(guestCluster >> _l2Bits, async, ct).ConfigureAwait(false);
+                WriteEntry(l2, guestCluster & (L2Entries - 1), (ulong)host | Entry.Copied, bitmap);
+                if (!reused) ReleaseOldCluster(old, discard: false);
+            }
+            finally { Unlock(); }
+            success = true;
+        }
+        finally
+        {
+            if (!success && !reused) await ReleaseAllocationAsync(host, async).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Reads the current guest content of a range that may run past the virtual size (zeros there).</summary>
+    private async ValueTask ReadGuestRangeAsync(long offset, Memory<byte> buffer, bool async, CancellationToken ct)
+    {
+        if (buffer.Length == 0) return;
+        int inside = (int)Math.Clamp(Size - offset, 0, buffer.Length);
+        if (inside > 0) await ReadCoreAsync(offset, buffer[..inside], async, ct).ConfigureAwait(false);
+        buffer.Span[inside..].Clear();
+    }
+
+    /// <summary>True when the old state of a cluster reads as zeros everywhere without reading data.</summary>
+    private ValueTask<bool> ReadsAsZeroAsync(L2Entry old, long clusterStart, bool async, CancellationToken ct)
+    {
+        var kind = old.Kind(_extended);
+        if (kind is ClusterKind.ZeroPlain or ClusterKind.ZeroAllocated) return ValueTask.FromResult(true);
+        if (kind != ClusterKind.Unallocated) return ValueTask.FromResult(false);
+        if (_extended && (old.Bitmap & Entry.AllZeroBitmap) == Entry.AllZeroBitmap) return ValueTask.FromResult(true);
+        return ValueTask.FromResult(Backing is null || clusterStart >= Backing.Size);
+    }
+
+    /// <summary>Queues the release of the host storage an L2 entry referenced, once its replacement is durable.</summary>
+    private void ReleaseOldCluster(L2Entry old, bool discard)
+    {
+        switch (old.Kind(_extended))
+        {
+            case ClusterKind.Normal:
+            case ClusterKind.ZeroAllocated:
+                _refcounts.QueueFree(old.HostOffset, ClusterSize, discard);
+                break;
+            case ClusterKind.Compressed:
+                var (offset, sectors) = old.CompressedExtent(_clusterBits);
+                long first = offset & ~511L;
+                _refcounts.QueueFree(first, (offset & ~511L) + sectors * 512L - first, discard);
+                break;
+        }
+    }
+
+    private async ValueTask ReleaseAllocationAsync(long host, bool async)
+    {
+        try
+        {
+            await LockAsync(async, default).ConfigureAwait(false);
+            try { await _refcounts.UpdateAsync(host >> _clusterBits, -1, async).ConfigureAwait(false); }
+            finally { Unlock(); }
+        }
+        catch (IOException) { /* the cluster leaks; check -r leaks reclaims it */ }
+    }
+
+    private void CheckDataWrite(long offset, int length)
+    {
+        var kind = _overlap.FindOverlap(offset, length, MetadataKind.None);
+        if (kind != MetadataKind.None)
+            throw SignalCorruption($"Preventing invalid write on metadata (overlaps with {OverlapChecker.Describe(kind)})", offset);
+    }
+
+    private void CheckL2Write(long offset, int length)
+    {
+        var kind = _overlap.FindOverlap(offset, length, MetadataKind.ActiveL2);
+        if (kind != MetadataKind.None)
+            throw SignalCorruption($"Preventing invalid write on metadata (overlaps with {OverlapChecker.Describe(kind)})", offset);
+    }
+}

@@ -1,0 +1,147 @@
+using Vdisk.Formats.Qcow2.OnDisk;
+
+namespace Vdisk.Formats.Qcow2;
+
+/// <summary>
+/// Write-zeroes and discard as QEMU's qcow2 driver does them: whole (sub)clusters change their L2 entries
+/// (zero flag, zero subclusters, or unallocation); partial clusters get real zeros (write-zeroes) or are left
+/// alone (discard).
+/// </summary>
+public sealed partial class Qcow2Image
+{
+    private static readonly ReadOnlyMemory<byte> ZeroCluster = new byte[1 << Qcow2Header.MaxClusterBits];
+
+    protected override async ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool async, CancellationToken ct)
+    {
+        ThrowIfCorrupt();
+        long end = offset + length;
+        int unit = 1 << SubclusterBits;
+        while (offset < end)
+        {
+            long clusterEnd = ((offset >> _clusterBits) + 1) << _clusterBits;
+            long pieceEnd = Math.Min(end, clusterEnd);
+            // Whole units may change the L2 entry; the unaligned head and tail get written zeros.
+            long alignedStart = (offset + unit - 1) & ~(long)(unit - 1);
+            long alignedEnd = pieceEnd == Size ? pieceEnd : pieceEnd & ~(long)(unit - 1);
+            if (_header.Version < 3 || alignedStart >= alignedEnd)
+            {
+                if (_header.Version < 3 && offset == clusterEnd - ClusterSize && (pieceEnd == clusterEnd || pieceEnd == Size)
+                    && await UnallocateIfBackingAbsentAsync(offset >> _clusterBits, async, ct).ConfigureAwait(false))
+                {
+                    offset = pieceEnd;
+                    continue;
+                }
+                await WriteClusterAsync(offset, ZeroCluster[..(int)(pieceEnd - offset)], async, ct).ConfigureAwait(false);
+            }
+            else
+            {
+                if (alignedStart > offset)
+                    await WriteClusterAsync(offset, ZeroCluster[..(int)(alignedStart - offset)], async, ct).ConfigureAwait(false);
+                if (!await ZeroizeAsync(alignedStart, alignedEnd, mayUnmap, async, ct).ConfigureAwait(false))
+                    await WriteClusterAsync(alignedStart, ZeroCluster[..(int)(alignedEnd - alignedStart)], async, ct).ConfigureAwait(false);
+                if (pieceEnd > alignedEnd)
+                    await WriteClusterAsync(alignedEnd, ZeroCluster[..(int)(pieceEnd - alignedEnd)], async, ct).ConfigureAwait(false);
+            }
+            offset = pieceEnd;
+        }
+        if (_writeThrough) await FlushCoreAsync(async, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>v2 has no zero flag: a whole cluster with nothing below it can simply become unallocated.</summary>
+    private async ValueTask<bool> UnallocateIfBackingAbsentAsync(long guestCluster, bool async, CancellationToken ct)
+    {
+        if (Backing is not null && (guestCluster << _clusterBits) < Backing.Size) return false;
+        await ChangeEntryAsync(guestCluster, async, ct, old => (0, 0, true)).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>
+    /// Makes the whole (sub)clusters of [start, end) read as zeros through their L2 entries (one cluster at most).
+    /// False when the entry cannot express it (part of a compressed cluster): the caller writes zeros instead.
+    /// </summary>
+    private async ValueTask<bool> ZeroizeAsync(long start, long end, bool mayUnmap, bool async, CancellationToken ct)
+    {
+        long guestCluster = start >> _clusterBits;
+        bool whole = (start & (ClusterSize - 1)) == 0 && (end - start == ClusterSize || end == Size);
+        bool expressible = true;
+        await ChangeEntryAsync(guestCluster, async, ct, old =>
+        {
+            var kind = old.Kind(_extended);
+            bool allocated = kind is ClusterKind.Normal or ClusterKind.ZeroAllocated or ClusterKind.Compressed;
+            if (_extended)
+            {
+                if (whole)
+                {
+                    bool unmap = kind == ClusterKind.Compressed || (mayUnmap && allocated);
+                    return (unmap ? 0 : old.Raw, Entry.AllZeroBitmap, unmap);
+                }
+                if (kind == ClusterKind.Compressed)
+                {
+                    expressible = false;
+                    return (old.Raw, old.Bitmap, false);
+                }
+                int s0 = (int)((start & (ClusterSize - 1)) >> SubclusterBits);
+                int s1 = (int)(((end - 1) & (ClusterSize - 1)) >> SubclusterBits);
+                ulong touched = ((2UL << s1) - 1) & ~((1UL << s0) - 1);
+                return (old.Raw, (old.Bitmap & ~touched) | (touched << 32), false);
+            }
+            bool drop = kind == ClusterKind.Compressed || (mayUnmap && allocated);
+            return (drop ? Entry.ZeroFlag : old.Raw | Entry.ZeroFlag, 0, drop);
+        }).ConfigureAwait(false);
+        return expressible;
+    }
+
+    protected override async ValueTask DiscardCoreAsync(long offset, long length, bool async, CancellationToken ct)
+    {
+        ThrowIfCorrupt();
+        // Only clusters the request covers completely are discarded (and the partial cluster at the image end).
+        long first = (offset + ClusterSize - 1) >> _clusterBits;
+        long endOffset = offset + length;
+        long last = endOffset == Size ? (endOffset + ClusterSize - 1) >> _clusterBits : endOffset >> _clusterBits;
+        for (long c = first; c < last; c++)
+        {
+            await ChangeEntryAsync(c, async, ct, old =>
+            {
+                var kind = old.Kind(_extended);
+                bool allocated = kind is ClusterKind.Normal or ClusterKind.ZeroAllocated or ClusterKind.Compressed;
+                if (Backing is null && !allocated) return (0, 0, false);
+                if (_extended) return (0, Entry.AllZeroBitmap, allocated);
+                return (_header.Version >= 3 ? Entry.ZeroFlag : 0, 0, allocated);
+            }, discardFreed: true).ConfigureAwait(false);
+        }
+        if (_writeThrough) await FlushCoreAsync(async, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Replaces one L2 entry (waiting for an allocation in flight on that cluster), and queues the release of the
+    /// old host cluster when <c>change</c> says so.
+    /// </summary>
+    private async ValueTask ChangeEntryAsync(long guestCluster, bool async, CancellationToken ct,
+        Func<L2Entry, (ulong Raw, ulong Bitmap, bool Release)> change, bool discardFreed = false)
+    {
+        while (true)
+        {
+            TaskCompletionSource? busy;
+            await LockAsync(async, ct).ConfigureAwait(false);
+            try
+            {
+                if (!_inFlight.TryGetValue(guestCluster, out busy))
+                {
+                    var old = await LookupAsync(guestCluster, async, ct).ConfigureAwait(false);
+                    var (raw, bitmap, release) = change(old);
+                    if (raw == old.Raw && bitmap == old.Bitmap) return;
+                    if (raw == 0 && bitmap == 0 && _l1[guestCluster >> _l2Bits] == 0) return;
+                    var l2 = await GetWritableL2Async(guestCluster >> _l2Bits, async, ct).ConfigureAwait(false);
+                    // Re-read: making the table writable may have copied it (entries lose COPIED).
+                    var current = ReadEntry(l2, guestCluster & (L2Entries - 1));
+                    if (!release && current.Raw != old.Raw && (long)(raw & Entry.L2OffsetMask) == old.HostOffset) raw = (raw & ~Entry.Copied) | (current.Raw & Entry.Copied);
+                    WriteEntry(l2, guestCluster & (L2Entries - 1), raw, bitmap);
+                    if (release) ReleaseOldCluster(old, discardFreed);
+                    return;
+                }
+            }
+            finally { Unlock(); }
+            if (async) await busy.Task.ConfigureAwait(false); else busy.Task.GetAwaiter().GetResult();
+        }
+    }
+}
