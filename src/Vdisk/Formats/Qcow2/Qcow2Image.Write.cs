@@ -41,7 +41,6 @@ public sealed partial class Qcow2Image
             TaskCompletionSource? busy = null, mine = null;
             L2Entry entry = default;
             long inPlaceHost = -1, newHost = -1;
-            bool fresh = false;
             await LockAsync(async, ct).ConfigureAwait(false);
             try
             {
@@ -55,12 +54,7 @@ public sealed partial class Qcow2Image
                         mine = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                         _inFlight[guestCluster] = mine;
                         if (ReusesHostCluster(entry)) newHost = entry.HostOffset;
-                        else
-                        {
-                            long fileEnd = Device.Length;
-                            newHost = await _refcounts.AllocateAsync(1, async, ct).ConfigureAwait(false);
-                            fresh = newHost >= fileEnd;
-                        }
+                        else newHost = await _refcounts.AllocateAsync(1, async, ct).ConfigureAwait(false);
                     }
                 }
             }
@@ -84,7 +78,7 @@ public sealed partial class Qcow2Image
             }
             try
             {
-                await CopyOnWriteAsync(guestCluster, entry, newHost, fresh, inCluster, data, async, ct).ConfigureAwait(false);
+                await CopyOnWriteAsync(guestCluster, entry, newHost, inCluster, data, async, ct).ConfigureAwait(false);
             }
             finally
             {
@@ -114,7 +108,7 @@ public sealed partial class Qcow2Image
         return entry.IsCopied && (kind == ClusterKind.Normal || kind == ClusterKind.ZeroAllocated);
     }
 
-    private async ValueTask CopyOnWriteAsync(long guestCluster, L2Entry old, long host, bool fresh, int inCluster, ReadOnlyMemory<byte> data, bool async, CancellationToken ct)
+    private async ValueTask CopyOnWriteAsync(long guestCluster, L2Entry old, long host, int inCluster, ReadOnlyMemory<byte> data, bool async, CancellationToken ct)
     {
         long clusterStart = guestCluster << _clusterBits;
         bool reused = ReusesHostCluster(old);
@@ -143,28 +137,29 @@ public sealed partial class Qcow2Image
         bool success = false;
         try
         {
-            bool zeroBackground = fresh && await ReadsAsZeroAsync(old, clusterStart, async, ct).ConfigureAwait(false);
-            if (zeroBackground)
+            // Write the whole range in one request: the data, and around it the old content (zeros when the
+            // old state reads as zeros, which needs no reads at all).
+            bool zeroBackground = await ReadsAsZeroAsync(old, clusterStart, async, ct).ConfigureAwait(false);
+            var buffer = ArrayPool<byte>.Shared.Rent(end - start);
+            try
             {
-                // A new cluster past the end of the file reads as zeros already: write just the data.
-                CheckDataWrite(host + inCluster, data.Length);
-                await Device.WriteCoreAsync(host + inCluster, data, async, ct).ConfigureAwait(false);
-            }
-            else
-            {
-                var buffer = ArrayPool<byte>.Shared.Rent(end - start);
-                try
+                var fill = buffer.AsMemory(0, end - start);
+                int tail = inCluster + data.Length;
+                if (zeroBackground)
                 {
-                    var fill = buffer.AsMemory(0, end - start);
-                    await ReadGuestRangeAsync(clusterStart + start, fill[..(inCluster - start)], async, ct).ConfigureAwait(false);
-                    int tail = inCluster + data.Length;
-                    await ReadGuestRangeAsync(clusterStart + tail, fill[(tail - start)..], async, ct).ConfigureAwait(false);
-                    data.CopyTo(fill[(inCluster - start)..]);
-                    CheckDataWrite(host + start, end - start);
-                    await Device.WriteCoreAsync(host + start, fill, async, ct).ConfigureAwait(false);
+                    fill.Span[..(inCluster - start)].Clear();
+                    fill.Span[(tail - start)..].Clear();
                 }
-                finally { ArrayPool<byte>.Shared.Return(buffer); }
+                else
+                {
+                    await ReadGuestRangeAsync(clusterStart + start, fill[..(inCluster - start)], async, ct).ConfigureAwait(false);
+                    await ReadGuestRangeAsync(clusterStart + tail, fill[(tail - start)..], async, ct).ConfigureAwait(false);
+                }
+                data.CopyTo(fill[(inCluster - start)..]);
+                CheckDataWrite(host + start, end - start);
+                await Device.WriteCoreAsync(host + start, fill, async, ct).ConfigureAwait(false);
             }
+            finally { ArrayPool<byte>.Shared.Return(buffer); }
 
             await LockAsync(async, ct).ConfigureAwait(false);
             try
@@ -191,7 +186,7 @@ public sealed partial class Qcow2Image
         buffer.Span[inside..].Clear();
     }
 
-    /// <summary>True when the old state of a cluster reads as zeros everywhere without reading data.</summary>
+    /// <summary>True when the old state of a cluster reads as zeros everywhere, known without reading data.</summary>
     private ValueTask<bool> ReadsAsZeroAsync(L2Entry old, long clusterStart, bool async, CancellationToken ct)
     {
         var kind = old.Kind(_extended);
