@@ -8,6 +8,7 @@ public enum RecordKind { Write, WriteZeroes, Discard, SetLength, Flush }
 /// <summary>
 /// One completed state-changing request: a write (with a private copy of its data), write-zeroes, discard,
 /// set-length (<see cref="Length"/> is the new length, <see cref="Offset"/> 0) or flush (both 0).
+/// Record equality compares <see cref="Data"/> as a memory reference, not by content.
 /// </summary>
 public sealed record DeviceRecord(RecordKind Kind, long Offset, long Length, ReadOnlyMemory<byte> Data = default, bool MayUnmap = false)
 {
