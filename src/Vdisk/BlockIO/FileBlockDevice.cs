@@ -109,9 +109,11 @@ public sealed partial class FileBlockDevice : BlockDevice
             int n = async
                 ? await RandomAccess.ReadAsync(_handle, slice, offset + done, ct).ConfigureAwait(false)
                 : RandomAccess.Read(_handle, slice.Span, offset + done);
-            if (n == 0)
+            // A regular file returns less than asked only at its end. Under O_DIRECT the next read would start
+            // unaligned, which some file systems reject, so confirm the end here instead of reading on.
+            if (n == 0 || (Alignment > 1 && n < slice.Length && offset + done + n >= GetLength()))
             {
-                slice.Span.Clear(); // past end of file reads as zeros
+                slice.Span[n..].Clear(); // past end of file reads as zeros
                 return;
             }
             done += n;
@@ -122,12 +124,8 @@ public sealed partial class FileBlockDevice : BlockDevice
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
-        if (Alignment > 1 && !IsAligned(offset, buffer.Length, buffer))
-            await WriteUnalignedAsync(offset, buffer, async, ct).ConfigureAwait(false);
-        else if (async)
-            await RandomAccess.WriteAsync(_handle, buffer, offset, ct).ConfigureAwait(false);
-        else
-            RandomAccess.Write(_handle, buffer.Span, offset);
+        if (Alignment > 1) await WriteDirectAsync(offset, buffer, async, ct).ConfigureAwait(false);
+        else await PositionalWriteAsync(offset, buffer, async, ct).ConfigureAwait(false);
         if (_cache.IsWriteThrough()) Sync();
     }
 
@@ -154,7 +152,8 @@ public sealed partial class FileBlockDevice : BlockDevice
         // A range wholly past the end of the file already reads as zeros once the file is extended.
         if (offset >= fileLength)
         {
-            RandomAccess.SetLength(_handle, offset + length);
+            await GrowToAsync(offset + length, async, ct).ConfigureAwait(false);
+            if (_cache.IsWriteThrough()) Sync();
             return;
         }
         if (OperatingSystem.IsLinux() && Alignment == 1)

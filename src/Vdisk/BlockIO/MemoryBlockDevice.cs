@@ -155,6 +155,7 @@ public sealed class MemoryBlockDevice : BlockDevice
 
     protected internal override ValueTask<DeviceExtent> GetExtentCoreAsync(long offset, long maxLength, bool async, CancellationToken ct)
     {
+        ThrowIfDisposed();
         lock (_lock)
         {
             long end = Math.Min(offset + maxLength, Math.Max(offset, _length));

@@ -70,7 +70,7 @@ public sealed class ImageStream : Stream
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
-        CheckWrite(buffer.Length);
+        if (!CheckWrite(buffer.Length)) return;
         _image.Write(_position, buffer);
         _position += buffer.Length;
     }
@@ -83,7 +83,7 @@ public sealed class ImageStream : Stream
 
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default)
     {
-        CheckWrite(buffer.Length);
+        if (!CheckWrite(buffer.Length)) return;
         await _image.WriteAsync(_position, buffer, ct).ConfigureAwait(false);
         _position += buffer.Length;
     }
@@ -119,12 +119,15 @@ public sealed class ImageStream : Stream
 
     private int Available(int wanted) => (int)Math.Clamp(_image.Size - _position, 0, wanted);
 
-    private void CheckWrite(int count)
+    /// <summary>Validates a write; false when there is nothing to write, which is valid at any position, as on FileStream.</summary>
+    private bool CheckWrite(int count)
     {
         ThrowIfDisposed();
         if (_image.IsReadOnly) throw new NotSupportedException("The image is read-only.");
+        if (count == 0) return false;
         if (_position + count > _image.Size)
             throw new NotSupportedException("Writing past the end of a disk image is not supported; resize the image first.");
+        return true;
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
