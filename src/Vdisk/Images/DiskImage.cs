@@ -86,6 +86,16 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
     public ValueTask<BlockStatus> GetBlockStatusAsync(long offset, long length, CancellationToken ct = default) => GetBlockStatusChecked(offset, length, true, ct);
     public ValueTask<LayerStatus> GetLayerStatusAsync(long offset, long length, CancellationToken ct = default) => GetLayerStatusChecked(offset, length, true, ct);
 
+    /// <summary>
+    /// Checks the image's metadata for consistency and optionally repairs it (qemu-img check). Formats without a
+    /// checker throw <see cref="DiskImageErrorKind.UnsupportedFeature"/> ("This image format does not support checks").
+    /// </summary>
+    public ImageCheckResult Check(CheckRepair repair = CheckRepair.None) => CheckCoreAsync(repair, false, default).GetAwaiter().GetResult();
+    public ValueTask<ImageCheckResult> CheckAsync(CheckRepair repair = CheckRepair.None, CancellationToken ct = default) => CheckCoreAsync(repair, true, ct);
+
+    protected virtual ValueTask<ImageCheckResult> CheckCoreAsync(CheckRepair repair, bool async, CancellationToken ct)
+        => throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, Path, "This image format does not support checks");
+
     /// <summary>A seekable <see cref="System.IO.Stream"/> over the virtual disk.</summary>
     public ImageStream AsStream(bool leaveOpen = true) => new(this, leaveOpen);
 

@@ -11,6 +11,11 @@ public sealed record ImageOpenOptions
     public string? Format { get; init; }
     /// <summary>Do not open the backing file (qemu-img info does not need it).</summary>
     public bool NoBacking { get; init; }
+    /// <summary>
+    /// Open for a consistency check (qemu-img check): a corrupt or dirty image may be opened read-write so that
+    /// it can be repaired, and nothing is repaired automatically.
+    /// </summary>
+    public bool ForCheck { get; init; }
     /// <summary>Format-specific runtime options, QEMU style (e.g. "l2-cache-size").</summary>
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
     /// <summary>Registry used to resolve formats of this image and its backing files.</summary>

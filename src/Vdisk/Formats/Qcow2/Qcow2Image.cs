@@ -17,7 +17,7 @@ public sealed partial class Qcow2Image : DiskImage
     private readonly long[] _l1;
     private readonly SortedSet<int> _dirtyL1 = new();
     private readonly TableCache _l2Cache;
-    private readonly RefcountTable _refcounts;
+    private RefcountTable _refcounts;
     private readonly OverlapChecker _overlap;
     private readonly Dictionary<long, TaskCompletionSource> _inFlight = new();
     private readonly int _clusterBits;
@@ -94,11 +94,11 @@ public sealed partial class Qcow2Image : DiskImage
         var header = Qcow2Header.Parse(cluster0, path);
 
         bool readOnly = options.ReadOnly || device.IsReadOnly;
-        if (!readOnly && header.Incompatible.HasFlag(IncompatibleFeatures.Corrupt))
+        if (!readOnly && !options.ForCheck && header.Incompatible.HasFlag(IncompatibleFeatures.Corrupt))
             throw new DiskImageException(DiskImageErrorKind.CorruptImage, path, "qcow2: Image is corrupt; cannot be opened read/write");
         if (header.Incompatible.HasFlag(IncompatibleFeatures.ExternalDataFile))
             throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, path, "'data-file' is required for this image (external data files are not supported)");
-        if (!readOnly && header.Incompatible.HasFlag(IncompatibleFeatures.Dirty))
+        if (!readOnly && !options.ForCheck && header.Incompatible.HasFlag(IncompatibleFeatures.Dirty))
             throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, path,
                 "Image was not closed cleanly (dirty bit set); automatic repair is not implemented yet, open it read-only");
 

@@ -44,6 +44,9 @@ internal sealed partial class RefcountTable
     }
 
     public TableCache Blocks { get; }
+    public int EntryCount => _table.Length;
+    public long BlockOffset(int index) => _table[index];
+    public int Order => _order;
     public long TableOffset { get; private set; }
     public uint TableClusters { get; private set; }
     public ulong MaxRefcount => RefcountBlock.MaxValue(_order);

@@ -93,6 +93,13 @@ internal sealed class TableCache
         if (_tables.Remove(offset, out var table) && table.Dirty) _dirtyCount--;
     }
 
+    /// <summary>Forgets every table without writing any (their structure is being replaced).</summary>
+    public void DropAll()
+    {
+        _tables.Clear();
+        _dirtyCount = 0;
+    }
+
     /// <summary>Writes every dirty table, in offset order. Durability is the caller's flush.</summary>
     public async ValueTask WriteBackAsync(bool async, CancellationToken ct)
     {
