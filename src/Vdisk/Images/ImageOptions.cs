@@ -16,6 +16,8 @@ public sealed record ImageOpenOptions
     /// it can be repaired, and nothing is repaired automatically.
     /// </summary>
     public bool ForCheck { get; init; }
+    /// <summary>Receives what the driver reports while opening, e.g. the lines of an automatic repair (QEMU prints them on stderr).</summary>
+    public Action<string>? Messages { get; init; }
     /// <summary>Format-specific runtime options, QEMU style (e.g. "l2-cache-size").</summary>
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
     /// <summary>Registry used to resolve formats of this image and its backing files.</summary>

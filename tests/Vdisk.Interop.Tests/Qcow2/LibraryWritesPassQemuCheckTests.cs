@@ -16,6 +16,8 @@ public class LibraryWritesPassQemuCheckTests
         new object[] { "extended_l2=on,cluster_size=32768", false },
         new object[] { "extended_l2=on,cluster_size=65536", true },
         new object[] { "compat=0.10", true },
+        new object[] { "lazy_refcounts=on,cluster_size=4096", false },
+        new object[] { "lazy_refcounts=on", true },
     };
 
     [Theory]

@@ -21,7 +21,8 @@ public sealed partial class Qcow2Image
     private async ValueTask FlushMetadataLockedAsync(bool async, CancellationToken ct)
     {
         if (_corrupt) return;
-        if (_refcounts.HasDirty)
+        // With lazy refcounts (and the dirty bit set) refcount blocks stay in the cache.
+        if (_refcounts.HasDirty && !LazyRefcountsActive)
         {
             await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
             await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
@@ -36,8 +37,11 @@ public sealed partial class Qcow2Image
         if (_refcounts.HasPendingFrees)
         {
             await _refcounts.ApplyPendingFreesAsync(async, ct).ConfigureAwait(false);
-            await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
-            await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
+            if (!LazyRefcountsActive)
+            {
+                await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
+                await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
+            }
         }
     }
 
@@ -62,10 +66,13 @@ public sealed partial class Qcow2Image
         }
     }
 
+    /// <summary>Refcounts may lag behind L2 tables only while the dirty bit is durable on disk.</summary>
+    private bool LazyRefcountsActive => _lazyRefcounts && _header.Incompatible.HasFlag(IncompatibleFeatures.Dirty);
+
     /// <summary>The L2 cache's dependency: refcount blocks first, made durable, before any L2 table is written.</summary>
     private async ValueTask WriteBackRefcountsFirstAsync(bool async)
     {
-        if (!_refcounts.HasDirty) return;
+        if (!_refcounts.HasDirty || LazyRefcountsActive) return;
         await _refcounts.WriteBackAsync(async, default).ConfigureAwait(false);
         await Device.FlushCoreAsync(async, default).ConfigureAwait(false);
     }

@@ -9,6 +9,8 @@ public sealed partial class Qcow2Image
     /// <summary>The L2 table for an L1 index, owned by the active L1 alone (created or copied as needed). Caller holds the lock.</summary>
     private async ValueTask<CachedTable> GetWritableL2Async(long l1Index, bool async, CancellationToken ct)
     {
+        // Every L2 change goes through here: with lazy refcounts, the image is dirty before the first one.
+        if (_lazyRefcounts) await MarkDirtyAsync(async, ct).ConfigureAwait(false);
         long entry = _l1[l1Index];
         long oldOffset = entry & (long)Entry.L1OffsetMask;
         if (oldOffset != 0 && (entry & unchecked((long)Entry.Copied)) != 0)

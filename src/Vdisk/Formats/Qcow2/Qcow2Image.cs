@@ -24,6 +24,8 @@ public sealed partial class Qcow2Image : DiskImage
     private readonly int _l2Bits;
     private readonly bool _extended;
     private readonly bool _writeThrough;
+    /// <summary>Lazy refcounts in use: refcount blocks may lag behind L2 tables while the dirty bit is set.</summary>
+    private readonly bool _lazyRefcounts;
     private bool _corrupt;
 
     private Qcow2Image(BlockDevice device, bool readOnly, Qcow2Header header, long[] l1, long[] reftable, ImageOpenOptions options)
@@ -35,6 +37,8 @@ public sealed partial class Qcow2Image : DiskImage
         _l2Bits = header.L2Bits;
         _extended = header.ExtendedL2;
         _writeThrough = device is FileBlockDevice f && f.CacheMode.IsWriteThrough();
+        _lazyRefcounts = !readOnly && header.Version >= 3 && header.Compatible.HasFlag(CompatibleFeatures.LazyRefcounts)
+            && !(options.Options.TryGetValue("lazy-refcounts", out var lazy) && lazy == "off");
         Size = header.Size;
         _overlap = new OverlapChecker(_clusterBits);
         _overlap.SetRange(MetadataKind.Header, 0, ClusterSize);
@@ -98,9 +102,6 @@ public sealed partial class Qcow2Image : DiskImage
             throw new DiskImageException(DiskImageErrorKind.CorruptImage, path, "qcow2: Image is corrupt; cannot be opened read/write");
         if (header.Incompatible.HasFlag(IncompatibleFeatures.ExternalDataFile))
             throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, path, "'data-file' is required for this image (external data files are not supported)");
-        if (!readOnly && !options.ForCheck && header.Incompatible.HasFlag(IncompatibleFeatures.Dirty))
-            throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, path,
-                "Image was not closed cleanly (dirty bit set); automatic repair is not implemented yet, open it read-only");
 
         var l1 = LoadL1(device, header);
         var reftable = RefcountTable.LoadTableAsync(device, header, false).GetAwaiter().GetResult();
@@ -108,6 +109,8 @@ public sealed partial class Qcow2Image : DiskImage
         try
         {
             if (!readOnly) image.ClearUnknownAutoclearBits();
+            if (!readOnly && !options.ForCheck && header.Incompatible.HasFlag(IncompatibleFeatures.Dirty))
+                image.RepairDirtyImage(options);
             if (header.BackingFile is not null && !options.NoBacking)
                 image.Backing = DiskImages.OpenBacking(path, header.BackingFile, header.BackingFormat, options);
         }
@@ -171,7 +174,11 @@ public sealed partial class Qcow2Image : DiskImage
     {
         if (IsReadOnly || _corrupt) return;
         await LockAsync(async, default).ConfigureAwait(false);
-        try { await FlushMetadataLockedAsync(async, default).ConfigureAwait(false); }
+        try
+        {
+            await FlushMetadataLockedAsync(async, default).ConfigureAwait(false);
+            if (_lazyRefcounts) await MarkCleanLockedAsync(async, default).ConfigureAwait(false);
+        }
         finally { Unlock(); }
     }
 }
