@@ -36,7 +36,7 @@ public sealed partial class Qcow2Image : DiskImage
         _clusterBits = header.ClusterBits;
         _l2Bits = header.L2Bits;
         _extended = header.ExtendedL2;
-        _writeThrough = device is FileBlockDevice f && f.CacheMode.IsWriteThrough();
+        _writeThrough = options.Cache.IsWriteThrough();
         _lazyRefcounts = !readOnly && header.Version >= 3 && header.Compatible.HasFlag(CompatibleFeatures.LazyRefcounts)
             && !(options.Options.TryGetValue("lazy-refcounts", out var lazy) && lazy == "off");
         Size = header.Size;
