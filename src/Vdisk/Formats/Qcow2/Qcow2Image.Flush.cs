@@ -4,8 +4,9 @@ using Vdisk.Formats.Qcow2.OnDisk;
 namespace Vdisk.Formats.Qcow2;
 
 /// <summary>
-/// Metadata write-back order. Refcount blocks reach the disk before the L2 tables that reference their clusters,
-/// L2 tables before the L1 entries that point to them, with a flush (barrier) between each step. Refcount
+/// Metadata write-back order. Guest data and refcount blocks reach the disk before the L2 tables that reference
+/// their clusters (a barrier precedes every L2 write-back, so an L2 entry never points at data that may not have
+/// landed), L2 tables before the L1 entries that point to them, with a flush (barrier) between each step. Refcount
 /// decrements wait until the L2 update that dropped the reference is durable, so a crash leaves at most leaks
 /// and a freed cluster is never reused while a durable L2 entry may still point to it.
 /// </summary>
@@ -21,13 +22,11 @@ public sealed partial class Qcow2Image
     private async ValueTask FlushMetadataLockedAsync(bool async, CancellationToken ct)
     {
         if (_corrupt) return;
-        // With lazy refcounts (and the dirty bit set) refcount blocks stay in the cache.
-        if (_refcounts.HasDirty && !LazyRefcountsActive)
-        {
-            await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
-            await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
-        }
+        // The L2 cache's dependency writes refcounts and the barrier first; with lazy refcounts (and the dirty
+        // bit set) refcount blocks stay in the cache.
         await _l2Cache.WriteBackAsync(async, ct).ConfigureAwait(false);
+        if (_refcounts.HasDirty && !LazyRefcountsActive)
+            await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
         if (_dirtyL1.Count > 0)
         {
             await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
@@ -69,11 +68,12 @@ public sealed partial class Qcow2Image
     /// <summary>Refcounts may lag behind L2 tables only while the dirty bit is durable on disk.</summary>
     private bool LazyRefcountsActive => _lazyRefcounts && _header.Incompatible.HasFlag(IncompatibleFeatures.Dirty);
 
-    /// <summary>The L2 cache's dependency: refcount blocks first, made durable, before any L2 table is written.</summary>
+    /// <summary>The L2 cache's dependency: refcount blocks and guest data made durable before any L2 table is written.</summary>
     private async ValueTask WriteBackRefcountsFirstAsync(bool async)
     {
-        if (!_refcounts.HasDirty || LazyRefcountsActive) return;
-        await _refcounts.WriteBackAsync(async, default).ConfigureAwait(false);
+        if (_refcounts.HasDirty && !LazyRefcountsActive)
+            await _refcounts.WriteBackAsync(async, default).ConfigureAwait(false);
+        // Also the barrier for guest data written into newly linked clusters.
         await Device.FlushCoreAsync(async, default).ConfigureAwait(false);
     }
 
