@@ -61,6 +61,7 @@ public sealed class CliInteropTests : IDisposable
     [InlineData("create -f raw {0} 8E")]
     [InlineData("create -f raw -o foo=bar {0} 1M")]
     [InlineData("create -f raw {0} 1k -o size=2k")]
+    [InlineData("create -f raw -o  {0} 1M")]
     [InlineData("create -f nosuchformat {0} 1M")]
     [InlineData("create -x {0} 1M")]
     [InlineData("create -f")]
@@ -72,6 +73,18 @@ public sealed class CliInteropTests : IDisposable
     {
         var args = string.Format(command, P("e.raw")).Split(' ');
         AssertSame(Tools.Run("qemu-img", args), Tools.Vdisk(args));
+        Assert.False(File.Exists(P("e.raw")));
+    }
+
+    [Fact]
+    public void DriverRejectionPrintsFormattingThenFailsWithoutLeavingAFile()
+    {
+        // The wording of the driver's own message is the format driver's; the shape and status are the CLI's.
+        var args = new[] { "create", "-f", "raw", "-o", "preallocation=bogus", P("e.raw"), "1M" };
+        var q = Tools.Run("qemu-img", args);
+        var v = Tools.Vdisk(args);
+        Assert.Equal((1, q.StdOut), (v.ExitCode, v.StdOut));
+        Assert.StartsWith($"vdisk: {P("e.raw")}: ", v.StdErr);
         Assert.False(File.Exists(P("e.raw")));
     }
 

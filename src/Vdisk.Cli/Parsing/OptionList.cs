@@ -9,16 +9,16 @@ internal static class OptionList
     public static List<KeyValuePair<string, string>> Parse(string text)
     {
         var result = new List<KeyValuePair<string, string>>();
-        if (text.Length == 0) throw new GetOptException("Invalid option list: ");
+        if (text.Length == 0) throw new CliException("Invalid option list: ");
         var items = SplitOnSingleCommas(text).ToList();
         if (items.Count > 1 && items[^1].Length == 0) items.RemoveAt(items.Count - 1); // qemu accepts a trailing comma
         foreach (var item in items)
         {
-            if (item.Length == 0) throw new GetOptException($"Invalid option list: {text}");
+            if (item.Length == 0) throw new CliException($"Invalid option list: {text}");
             int eq = item.IndexOf('=');
             string key = eq < 0 ? item : item[..eq];
             string value = eq < 0 ? "on" : item[(eq + 1)..];
-            if (key.Length == 0) throw new GetOptException($"Invalid option list: {text}");
+            if (key.Length == 0) throw new CliException($"Invalid option list: {text}");
             Set(result, key, value);
         }
         return result;

@@ -36,7 +36,7 @@ public class OptionListTests
     [InlineData("=x")]
     public void MalformedListsAreRejected(string text)
     {
-        var e = Assert.Throws<GetOptException>(() => OptionList.Parse(text));
+        var e = Assert.Throws<Vdisk.Cli.CliException>(() => OptionList.Parse(text));
         Assert.StartsWith("Invalid option list: ", e.Message);
     }
 
