@@ -34,6 +34,7 @@ public static class CommandLine
                 "map" => MapCommand.Run(ctx, rest),
                 "io" => IoCommand.Run(ctx, rest),
                 "bench" => BenchCommand.Run(ctx, rest),
+                "check" => CheckCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };

@@ -28,29 +28,36 @@ public sealed partial class Qcow2Image
                 r = new ImageCheckResult { TotalClusters = r.TotalClusters, CorruptionsFixed = fixedPastEnd };
                 scan = await ScanReferencesAsync(r, repair, async, ct).ConfigureAwait(false);
             }
-            bool rebuild = scan.Rebuild;
-            long highest = await CompareRefcountsAsync(r, scan, repair, async, ct).ConfigureAwait(false);
-            rebuild |= _needsRebuild;
-            if (rebuild)
+            // As QEMU: compare once without fixing (the report), then, if allowed, again with fixing.
+            int corruptionsBeforeCompare = r.Corruptions, leaksBeforeCompare = r.Leaks;
+            long highest = await CompareRefcountsAsync(r, scan, CheckRepair.None, async, ct).ConfigureAwait(false);
+            bool rebuild = scan.Rebuild || _needsRebuild;
+            if (rebuild && repair.HasFlag(CheckRepair.Errors))
             {
-                if (repair.HasFlag(CheckRepair.Errors))
-                {
-                    int corruptionsBefore = r.Corruptions, leaksBefore = r.Leaks;
-                    r.Messages.Add("Rebuilding refcount structure");
-                    await RebuildRefcountStructureAsync(scan, async, ct).ConfigureAwait(false);
-                    var again = new ImageCheckResult { TotalClusters = r.TotalClusters };
-                    var rescan = await ScanReferencesAsync(again, CheckRepair.None, async, ct).ConfigureAwait(false);
-                    highest = await CompareRefcountsAsync(again, rescan, CheckRepair.None, async, ct).ConfigureAwait(false);
-                    r.Messages.AddRange(again.Messages);
-                    r.CorruptionsFixed += Math.Max(0, corruptionsBefore - again.Corruptions);
-                    r.LeaksFixed += Math.Max(0, leaksBefore - again.Leaks);
-                    r.Corruptions = again.Corruptions;
-                    r.Leaks = again.Leaks;
-                }
-                else
+                int corruptionsBefore = r.Corruptions, leaksBefore = r.Leaks;
+                r.Messages.Add("Rebuilding refcount structure");
+                await RebuildRefcountStructureAsync(scan, async, ct).ConfigureAwait(false);
+                var again = new ImageCheckResult { TotalClusters = r.TotalClusters };
+                var rescan = await ScanReferencesAsync(again, CheckRepair.None, async, ct).ConfigureAwait(false);
+                highest = await CompareRefcountsAsync(again, rescan, CheckRepair.None, async, ct).ConfigureAwait(false);
+                r.Messages.AddRange(again.Messages);
+                r.CorruptionsFixed += Math.Max(0, corruptionsBefore - again.Corruptions);
+                r.LeaksFixed += Math.Max(0, leaksBefore - again.Leaks);
+                r.Corruptions = again.Corruptions;
+                r.Leaks = again.Leaks;
+            }
+            else if (repair != CheckRepair.None)
+            {
+                if (rebuild)
                 {
                     r.Messages.Add("ERROR need to rebuild refcount structures");
-                    r.Corruptions++;
+                    r.CheckErrors++;
+                }
+                else if (r.Leaks > 0 || r.Corruptions > 0)
+                {
+                    r.Corruptions = corruptionsBeforeCompare;
+                    r.Leaks = leaksBeforeCompare;
+                    highest = await CompareRefcountsAsync(r, scan, repair, async, ct).ConfigureAwait(false);
                 }
             }
             await CheckCopiedFlagsAsync(r, repair, async, ct).ConfigureAwait(false);
