@@ -12,6 +12,44 @@ public readonly record struct MapRun(long Start, long Length, bool Present, bool
     public override string ToString() => $"[{Start:x}+{Length:x} present={Present} zero={Zero} data={Data} depth={Depth}]";
 }
 
+public enum IoKind { Write, Zero, ZeroUnmap, Discard, Flush }
+
+/// <summary>One guest operation, to run as a qemu-io command or through Vdisk's API.</summary>
+public readonly record struct IoOp(IoKind Kind, long Offset, long Length, byte Pattern = 0)
+{
+    public string ToQemuIo() => Kind switch
+    {
+        IoKind.Write => $"write -q -P 0x{Pattern:x2} {Offset} {Length}",
+        IoKind.Zero => $"write -q -z {Offset} {Length}",
+        IoKind.ZeroUnmap => $"write -q -z -u {Offset} {Length}",
+        IoKind.Discard => $"discard -q {Offset} {Length}",
+        _ => "flush",
+    };
+
+    /// <summary>Applies the operation; <paramref name="async"/> picks the async API so both paths get exercised.</summary>
+    public async Task ApplyAsync(DiskImage image, bool async)
+    {
+        switch (Kind)
+        {
+            case IoKind.Write:
+                var data = new byte[Length];
+                Array.Fill(data, Pattern);
+                if (async) await image.WriteAsync(Offset, data); else image.Write(Offset, data.AsSpan());
+                break;
+            case IoKind.Zero or IoKind.ZeroUnmap:
+                if (async) await image.WriteZeroesAsync(Offset, Length, Kind == IoKind.ZeroUnmap);
+                else image.WriteZeroes(Offset, Length, Kind == IoKind.ZeroUnmap);
+                break;
+            case IoKind.Discard:
+                if (async) await image.DiscardAsync(Offset, Length); else image.Discard(Offset, Length);
+                break;
+            default:
+                if (async) await image.FlushAsync(); else image.Flush();
+                break;
+        }
+    }
+}
+
 /// <summary>qemu-img / qemu-io driving and the Vdisk-side equivalents the interop tests compare against.</summary>
 public static class Qemu
 {
@@ -109,13 +147,13 @@ public static class Qemu
     }
 
     /// <summary>
-    /// A seeded mix of qemu-io commands: pattern writes (some inside one cluster, some across boundaries, some
-    /// unaligned), zero writes with and without unmap, and discards. Offsets stay inside <paramref name="size"/>.
+    /// A seeded mix of guest operations: pattern writes (some inside one cluster, some across boundaries, some
+    /// unaligned), zero writes with and without unmap, discards and (when asked) flushes, inside <paramref name="size"/>.
     /// </summary>
-    public static List<string> RandomCommands(int seed, long size, int clusterSize, int count)
+    public static List<IoOp> RandomOps(int seed, long size, int clusterSize, int count, bool flushes = false)
     {
         var rng = new Random(seed);
-        var cmds = new List<string>();
+        var ops = new List<IoOp>();
         for (int i = 0; i < count; i++)
         {
             long cluster = rng.NextInt64(0, Math.Max(1, size / clusterSize));
@@ -140,17 +178,23 @@ public static class Qemu
                     len = rng.Next(1, 256) * 512L;
                     break;
             }
+            off = Math.Min(off, size - 1);
             len = Math.Max(1, Math.Min(len, size - off));
-            cmds.Add(rng.Next(10) switch
+            int kind = rng.Next(flushes ? 11 : 10);
+            ops.Add(kind switch
             {
-                < 5 => $"write -q -P 0x{rng.Next(1, 256):x2} {off} {len}",
-                5 => $"write -q -z {off} {len}",
-                6 => $"write -q -z -u {off} {len}",
-                _ => $"discard -q {off} {len}",
+                < 5 => new IoOp(IoKind.Write, off, len, (byte)rng.Next(1, 256)),
+                5 => new IoOp(IoKind.Zero, off, len),
+                6 => new IoOp(IoKind.ZeroUnmap, off, len),
+                10 => new IoOp(IoKind.Flush, 0, 0),
+                _ => new IoOp(IoKind.Discard, off, len),
             });
         }
-        return cmds;
+        return ops;
     }
+
+    public static List<string> RandomCommands(int seed, long size, int clusterSize, int count) =>
+        RandomOps(seed, size, clusterSize, count).Select(o => o.ToQemuIo()).ToList();
 
     /// <summary>A seed that is the same in every run (string.GetHashCode is randomized per process).</summary>
     public static int StableSeed(string text)
