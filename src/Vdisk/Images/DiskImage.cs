@@ -164,19 +164,13 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
             }
             var below = layer.Backing;
             if (below is null) return new BlockStatus(offset, length, false, true, false, depth, -1, null);
+            // Past the end of the backing file this layer decides (zeros), as QEMU's block status does.
             if (offset >= below.Size)
-                return new BlockStatus(offset, length, false, true, false, depth + 1 + below.ChainDepthBelow(), -1, null);
+                return new BlockStatus(offset, length, false, true, false, depth, -1, null);
             length = Math.Min(length, below.Size - offset);
             layer = below;
             depth++;
         }
-    }
-
-    private int ChainDepthBelow()
-    {
-        int n = 0;
-        for (var b = Backing; b is not null; b = b.Backing) n++;
-        return n;
     }
 
     protected void CheckRange(long offset, long length)

@@ -51,10 +51,12 @@ internal sealed class OverlapChecker
     public MetadataKind FindOverlap(long offset, long length, MetadataKind allowed)
     {
         if (length <= 0) return MetadataKind.None;
-        long end = offset + length;
+        // Whole clusters, as QEMU compares them: metadata owns the rest of its last cluster too (an L1 table of
+        // one entry still owns its whole cluster, which nothing else may be written into).
+        long first = offset >> _clusterBits, last = (offset + length - 1) >> _clusterBits;
+        long start = first << _clusterBits, end = (last + 1) << _clusterBits;
         foreach (var (s, e, kind) in _ranges)
-            if (kind != allowed && offset < e && s < end) return kind;
-        long first = offset >> _clusterBits, last = (end - 1) >> _clusterBits;
+            if (kind != allowed && start < e && s < end) return kind;
         if (last - first > 1024)
         {
             foreach (var (cluster, kind) in _clusters)

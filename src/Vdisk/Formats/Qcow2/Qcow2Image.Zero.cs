@@ -94,6 +94,8 @@ public sealed partial class Qcow2Image
     protected override async ValueTask DiscardCoreAsync(long offset, long length, bool async, CancellationToken ct)
     {
         ThrowIfCorrupt();
+        // v2 has no zero flag: an unallocated cluster would expose stale backing data, so (like QEMU) do nothing.
+        if (_header.Version < 3 && _header.BackingFile is not null) return;
         // Only clusters the request covers completely are discarded (and the partial cluster at the image end).
         long first = (offset + ClusterSize - 1) >> _clusterBits;
         long endOffset = offset + length;

@@ -49,7 +49,7 @@ public sealed partial class Qcow2Image : DiskImage
             if ((e & (long)Entry.L1OffsetMask) != 0) _overlap.AddCluster(e & (long)Entry.L1OffsetMask, MetadataKind.ActiveL2);
 
         var (l2Tables, refTables) = CacheSizes(options, header);
-        _refcounts = new RefcountTable(device, header, reftable, _overlap, refTables, SwitchRefcountTableAsync);
+        _refcounts = new RefcountTable(device, header, reftable, _overlap, refTables, SwitchRefcountTableAsync, SignalCorruption);
         _l2Cache = new TableCache(device, ClusterSize, l2Tables, WriteBackRefcountsFirstAsync, CheckL2Write);
     }
 
@@ -90,8 +90,11 @@ public sealed partial class Qcow2Image : DiskImage
         long fileLength = device.Length;
         var probe = new byte[(int)Math.Min(fileLength, HeaderField.V3MinLength)];
         device.Read(0, probe.AsMemory());
-        if (probe.Length < HeaderField.V2Length || BinaryPrimitives.ReadUInt32BigEndian(probe) != Qcow2Header.MagicValue)
+        if (probe.Length < 4 || BinaryPrimitives.ReadUInt32BigEndian(probe) != Qcow2Header.MagicValue)
             throw new DiskImageException(DiskImageErrorKind.InvalidFormat, path, "Image is not in qcow2 format");
+        // A truncated file with the right magic: say so, as QEMU does for a v3 header cut short.
+        if (probe.Length < HeaderField.V2Length)
+            throw new DiskImageException(DiskImageErrorKind.InvalidFormat, path, "qcow2 header too short");
         int bits = (int)Math.Clamp(BinaryPrimitives.ReadUInt32BigEndian(probe.AsSpan(HeaderField.ClusterBits)), Qcow2Header.MinClusterBits, Qcow2Header.MaxClusterBits);
         var cluster0 = new byte[(int)Math.Min(fileLength, 1L << bits)];
         device.Read(0, cluster0.AsMemory());

@@ -19,14 +19,16 @@ internal sealed partial class RefcountTable
     private readonly OverlapChecker _overlap;
     private readonly string _path;
     private readonly Func<long, uint, bool, ValueTask> _switchTable;
+    private readonly Func<string, long, CorruptImageException> _corruption;
     private long[] _table;
     private readonly SortedSet<int> _dirtyEntries = new();
     private long _freeHint;
     // Clusters whose last reference is being dropped: their decrement waits for a durable L2 update.
     private readonly List<(long Offset, long Length, bool Discard)> _pendingFrees = new();
 
+    /// <param name="corruption">Marks the image corrupt and returns the exception to throw (the image's SignalCorruption).</param>
     public RefcountTable(BlockDevice device, Qcow2Header header, long[] table, OverlapChecker overlap, int cacheTables,
-        Func<long, uint, bool, ValueTask> switchTable)
+        Func<long, uint, bool, ValueTask> switchTable, Func<string, long, CorruptImageException>? corruption = null)
     {
         _device = device;
         _clusterBits = header.ClusterBits;
@@ -38,9 +40,10 @@ internal sealed partial class RefcountTable
         TableOffset = header.RefcountTableOffset;
         TableClusters = header.RefcountTableClusters;
         _switchTable = switchTable;
+        _corruption = corruption ?? ((problem, offset) => new CorruptImageException(_path, problem, offset));
         Blocks = new TableCache(device, 1 << _clusterBits, cacheTables, null, CheckBlockWrite);
         for (int i = 0; i < table.Length; i++)
-            if (table[i] != 0) overlap.AddCluster(table[i], MetadataKind.RefcountBlock);
+            if (table[i] != 0 && IsValidBlockOffset(table[i])) overlap.AddCluster(table[i], MetadataKind.RefcountBlock);
     }
 
     public TableCache Blocks { get; }
@@ -54,7 +57,10 @@ internal sealed partial class RefcountTable
     public bool HasPendingFrees => _pendingFrees.Count > 0;
     private int ClusterSize => 1 << _clusterBits;
 
-    /// <summary>Reads the refcount table from disk, checking each entry before anything trusts it.</summary>
+    /// <summary>
+    /// Reads the refcount table from disk. Entries are checked when a refcount block is used, not here: like QEMU,
+    /// an image with a damaged refcount table still opens, reads, and can be converted; only allocation fails.
+    /// </summary>
     public static async ValueTask<long[]> LoadTableAsync(BlockDevice device, Qcow2Header header, bool async)
     {
         int entries = (int)(header.RefcountTableClusters * (long)header.ClusterSize / 8);
@@ -63,10 +69,7 @@ internal sealed partial class RefcountTable
         var table = new long[entries];
         for (int i = 0; i < entries; i++)
         {
-            ulong e = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
-            if ((e & ~Entry.ReftableOffsetMask) != 0 || (e & (ulong)(header.ClusterSize - 1)) != 0)
-                throw new CorruptImageException(device.Name, $"Refblock offset 0x{e:x} unaligned (reftable index: 0x{i:x})", header.RefcountTableOffset + i * 8);
-            table[i] = (long)e;
+            table[i] = (long)BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8));
         }
         return table;
     }
@@ -75,8 +78,19 @@ internal sealed partial class RefcountTable
     {
         long index = cluster >> _blockBits;
         if (index >= _table.Length || _table[index] == 0) return 0;
-        var block = await Blocks.GetAsync(_table[index], async, ct).ConfigureAwait(false);
+        var block = await Blocks.GetAsync(BlockOffset(index), async, ct).ConfigureAwait(false);
         return RefcountBlock.Get(block.Data, _order, (int)(cluster & ((1L << _blockBits) - 1)));
+    }
+
+    private bool IsValidBlockOffset(long offset) => (offset & (ClusterSize - 1)) == 0 && offset > 0;
+
+    /// <summary>The refcount block offset of a table index, refusing (and marking corrupt) one that cannot be a block.</summary>
+    private long BlockOffset(long index)
+    {
+        long offset = _table[index];
+        if (!IsValidBlockOffset(offset))
+            throw _corruption($"Refblock offset 0x{offset:x} unaligned (reftable index: 0x{index:x})", TableOffset + index * 8);
+        return offset;
     }
 
     /// <summary>Adds <paramref name="delta"/> to the refcount of one host cluster, creating its refcount block if needed.</summary>
@@ -88,7 +102,7 @@ internal sealed partial class RefcountTable
             if (delta < 0) throw new CorruptImageException(_path, $"Refcount of cluster {cluster} would drop below zero", cluster << _clusterBits);
             await CreateBlockAsync(index, async, ct).ConfigureAwait(false);
         }
-        var block = await Blocks.GetAsync(_table[index], async, ct).ConfigureAwait(false);
+        var block = await Blocks.GetAsync(BlockOffset(index), async, ct).ConfigureAwait(false);
         int slot = (int)(cluster & ((1L << _blockBits) - 1));
         ulong old = RefcountBlock.Get(block.Data, _order, slot);
         ulong updated = delta >= 0 ? old + (ulong)delta : old - (ulong)(-delta);
@@ -192,6 +206,6 @@ internal sealed partial class RefcountTable
     {
         var kind = _overlap.FindOverlap(offset, length, MetadataKind.RefcountBlock);
         if (kind != MetadataKind.None)
-            throw new CorruptImageException(_path, $"Preventing invalid write on metadata (overlaps with {OverlapChecker.Describe(kind)})", offset);
+            throw _corruption($"Preventing invalid write on metadata (overlaps with {OverlapChecker.Describe(kind)})", offset);
     }
 }

@@ -81,8 +81,9 @@ public sealed class Qcow2Header
     public static Qcow2Header Parse(ReadOnlySpan<byte> data, string path)
     {
         DiskImageException Invalid(string problem) => new(DiskImageErrorKind.InvalidFormat, path, problem);
-        if (data.Length < HeaderField.V2Length || BinaryPrimitives.ReadUInt32BigEndian(data) != MagicValue)
+        if (data.Length < 4 || BinaryPrimitives.ReadUInt32BigEndian(data) != MagicValue)
             throw Invalid("Image is not in qcow2 format");
+        if (data.Length < HeaderField.V2Length) throw Invalid("qcow2 header too short");
 
         var h = new Qcow2Header
         {
