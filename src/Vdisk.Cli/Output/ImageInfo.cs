@@ -12,7 +12,7 @@ internal sealed record ImageInfo(
     public static ImageInfo From(DiskImage image, string filename)
     {
         string? backing = image.BackingFileName;
-        return new ImageInfo(filename, image.FormatName, image.Size, FileAllocation.AllocatedBytes(image.Device), image.ClusterSize,
+        return new ImageInfo(filename, image.FormatName, image.Size, image.Device.GetAllocatedSize(), image.ClusterSize,
             backing, backing is null ? null : DiskImages.ResolveBackingPath(filename, backing), image.BackingFormatName,
             image.IsDirty, image.FormatSpecificInfo);
     }

@@ -51,6 +51,30 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
         return ValueTask.FromResult(new DeviceExtent(offset, Math.Min(maxLength, end - offset), true));
     }
 
+    /// <summary>
+    /// Bytes the device occupies on its storage (qemu-img info's "disk size"). The default sums data extents
+    /// in 4 KiB blocks; a file answers with its allocated block count.
+    /// </summary>
+    public virtual long GetAllocatedSize()
+    {
+        const long Block = 4096;
+        long length = GetLength(), total = 0, countedUpTo = 0;
+        for (long offset = 0; offset < length;)
+        {
+            var extent = GetExtent(offset, length - offset);
+            if (extent.Length <= 0) break;
+            if (extent.IsData)
+            {
+                long start = Math.Max(offset / Block * Block, countedUpTo);
+                long end = (offset + extent.Length + Block - 1) / Block * Block;
+                if (end > start) total += end - start;
+                countedUpTo = Math.Max(countedUpTo, end);
+            }
+            offset += extent.Length;
+        }
+        return total;
+    }
+
     // ---- public sync API ----
     public void Read(long offset, Memory<byte> buffer) => ReadCoreAsync(offset, buffer, false, default).GetAwaiter().GetResult();
     public void Read(long offset, Span<byte> buffer)

@@ -11,8 +11,11 @@ public enum LayerAllocation
     Data,
 }
 
-/// <summary>One layer's answer for [Offset, Offset+Length): what it holds, and where in its file (-1 if nowhere).</summary>
-public readonly record struct LayerStatus(long Offset, long Length, LayerAllocation Allocation, long HostOffset = -1, bool Compressed = false);
+/// <summary>
+/// One layer's answer for [Offset, Offset+Length): what it holds, and where in its file (-1 if nowhere).
+/// <see cref="ReadsZero"/> marks data known to read as zeros (a preallocated cluster over a hole in the file).
+/// </summary>
+public readonly record struct LayerStatus(long Offset, long Length, LayerAllocation Allocation, long HostOffset = -1, bool Compressed = false, bool ReadsZero = false);
 
 /// <summary>
 /// The allocation status of a guest range across the whole backing chain, in qemu-img map's terms:

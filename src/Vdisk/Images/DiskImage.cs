@@ -158,7 +158,7 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
             switch (s.Allocation)
             {
                 case LayerAllocation.Data:
-                    return new BlockStatus(offset, length, true, false, true, depth, s.HostOffset, layer.Path, s.Compressed);
+                    return new BlockStatus(offset, length, true, s.ReadsZero, true, depth, s.HostOffset, layer.Path, s.Compressed);
                 case LayerAllocation.Zero:
                     return new BlockStatus(offset, length, true, true, false, depth, s.HostOffset, layer.Path);
             }

@@ -94,10 +94,21 @@ public sealed partial class Qcow2Image
     protected override async ValueTask<LayerStatus> GetLayerStatusCoreAsync(long offset, long length, bool async, CancellationToken ct)
     {
         Mapping m;
+        bool preallocated;
         await LockAsync(async, ct).ConfigureAwait(false);
-        try { m = await MapAsync(offset, length, async, ct).ConfigureAwait(false); }
+        try
+        {
+            m = await MapAsync(offset, length, async, ct).ConfigureAwait(false);
+            preallocated = m.Kind == ClusterKind.Normal && await IsMetadataPreallocatedAsync(async, ct).ConfigureAwait(false);
+        }
         finally { Unlock(); }
         long len = Math.Min(m.Length, length);
+        if (preallocated)
+        {
+            // As QEMU, ask the file too: data over a hole (a preallocated cluster) is known to read as zeros.
+            var extent = await Device.GetExtentCoreAsync(m.HostOffset, len, async, ct).ConfigureAwait(false);
+            return new LayerStatus(offset, Math.Min(len, extent.Length), LayerAllocation.Data, m.HostOffset, ReadsZero: !extent.IsData);
+        }
         return m.Kind switch
         {
             ClusterKind.Normal => new LayerStatus(offset, len, LayerAllocation.Data, m.HostOffset),
@@ -106,6 +117,26 @@ public sealed partial class Qcow2Image
             ClusterKind.ZeroAllocated => new LayerStatus(offset, len, LayerAllocation.Zero, m.HostOffset),
             _ => new LayerStatus(offset, len, LayerAllocation.Unallocated),
         };
+    }
+
+    private bool? _metadataPreallocated;
+
+    /// <summary>
+    /// Whether clearly more clusters are in use than the file has allocated (preallocation=metadata), decided
+    /// once per open as QEMU does; only then does block status consult the file's holes for data clusters.
+    /// Caller holds the lock.
+    /// </summary>
+    private async ValueTask<bool> IsMetadataPreallocatedAsync(bool async, CancellationToken ct)
+    {
+        if (_metadataPreallocated is { } known) return known;
+        long realClusters = Device.GetAllocatedSize() / ClusterSize;
+        long threshold = Math.Max(realClusters * 10 / 9, realClusters + 2);
+        long endCluster = (Device.Length + ClusterSize - 1) >> _clusterBits;
+        long inUse = 0;
+        for (long c = 0; c < endCluster && inUse < threshold; c++)
+            if (await _refcounts.GetAsync(c, async, ct).ConfigureAwait(false) != 0) inUse++;
+        _metadataPreallocated = inUse >= threshold;
+        return _metadataPreallocated.Value;
     }
 
     /// <summary>Marks the image corrupt (on disk, when writable) and returns the exception to throw: QEMU's qcow2_signal_corruption.</summary>
