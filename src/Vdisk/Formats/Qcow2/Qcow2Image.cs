@@ -62,6 +62,7 @@ public sealed partial class Qcow2Image : DiskImage
     /// <summary>The parsed header; read-only use.</summary>
     public Qcow2Header Header => _header;
     internal int L2CacheCapacity => _l2Cache.Capacity;
+    internal long L2CacheMisses => _l2Cache.Misses;
 
     public override IReadOnlyList<InfoField> FormatSpecificInfo
     {
