@@ -65,7 +65,7 @@ internal static class BenchCommand
         string file = parsed.Positionals[0];
 
         DiskImage image;
-        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = !write, Cache = cache, Format = format }); }
+        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = !write, Cache = cache, Format = format, Messages = ctx.Err.WriteLine }); }
         catch (Exception e) when (e is IOException or NotImplementedException) { throw new CliException(Errors.OpenFailure(file, e)); }
         using (image)
         {

@@ -61,7 +61,7 @@ internal static class IoCommand
         if (parsed.Positionals.Count == 1)
         {
             string file = parsed.Positionals[0];
-            try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Cache = cache, Format = format }); }
+            try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Cache = cache, Format = format, Messages = ctx.Err.WriteLine }); }
             catch (Exception e) when (e is IOException or NotImplementedException)
             {
                 throw new CliException($"can't open device {file}: {Errors.Describe(e)}");
