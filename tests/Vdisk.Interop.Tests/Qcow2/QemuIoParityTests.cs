@@ -69,4 +69,47 @@ public class QemuIoParityTests
             Assert.True(check.ExitCode == 0 && check.StdOut.Contains("No errors were found"), $"{Path.GetFileName(p)}: {check}");
         }
     }
+
+    public static IEnumerable<object[]> CliVariants() => new[]
+    {
+        new object[] { "cluster_size=65536", false },
+        new object[] { "cluster_size=4096,refcount_bits=1", true },
+        new object[] { "compat=0.10,cluster_size=4096", true },
+        new object[] { "extended_l2=on,cluster_size=32768", true },
+        new object[] { "lazy_refcounts=on,cluster_size=512", false },
+    };
+
+    /// <summary>The same check through the command line: `vdisk create` and `vdisk io` against qemu-img and qemu-io.</summary>
+    [Theory]
+    [MemberData(nameof(CliVariants))]
+    public void SameQemuIoCommandsThroughVdiskIoGiveIdenticalCleanImages(string options, bool withBacking)
+    {
+        using var dir = new TempDir();
+        int seed = Qemu.StableSeed("cli" + options + withBacking);
+        int clusterSize = (int)Qemu.ParseSize(options.Split(',').Select(p => p.Split('=')).FirstOrDefault(p => p[0] == "cluster_size")?[1] ?? "65536");
+        const long size = 8L << 20;
+        var backingArgs = new List<string>();
+        if (withBacking)
+        {
+            var basePath = dir.File("base.qcow2");
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", basePath, size.ToString());
+            Qemu.Io(basePath, "qcow2", Qemu.RandomCommands(seed + 1, size, 65536, 40));
+            backingArgs.AddRange(["-b", "base.qcow2", "-F", "qcow2"]);
+        }
+        var qemuPath = dir.File("qemu.qcow2");
+        var vdiskPath = dir.File("vdisk.qcow2");
+        Qemu.MustRun("qemu-img", ["create", "-q", "-f", "qcow2", "-o", options, .. backingArgs, qemuPath, size.ToString()]);
+        var created = Tools.Vdisk(["create", "-q", "-f", "qcow2", "-o", options, .. backingArgs, vdiskPath, size.ToString()]);
+        Assert.True(created.ExitCode == 0, created.ToString());
+
+        var commands = Qemu.RandomOps(seed, size, clusterSize, 200, flushes: true).Select(o => o.ToQemuIo()).ToList();
+        Qemu.Io(qemuPath, "qcow2", commands);
+        var io = Tools.Vdisk(["io", "-f", "qcow2", .. commands.SelectMany(c => new[] { "-c", c }), vdiskPath]);
+        Assert.True(io.ExitCode == 0, io.ToString());
+
+        var cmp = Tools.Run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", qemuPath, vdiskPath);
+        Assert.True(cmp.ExitCode == 0, $"images differ after the same commands\n{cmp}");
+        var check = Tools.Run("qemu-img", "check", vdiskPath);
+        Assert.True(check.ExitCode == 0, check.ToString());
+    }
 }
