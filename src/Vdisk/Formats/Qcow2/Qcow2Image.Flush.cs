@@ -35,7 +35,8 @@ public sealed partial class Qcow2Image
         await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
         if (_refcounts.HasPendingFrees)
         {
-            await _refcounts.ApplyPendingFreesAsync(async, ct).ConfigureAwait(false);
+            try { await _refcounts.ApplyPendingFreesAsync(async, ct).ConfigureAwait(false); }
+            catch (Images.CorruptImageException e) { throw SignalCorruption(e.Problem, e.Offset ?? 0); }
             if (!LazyRefcountsActive)
             {
                 await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);

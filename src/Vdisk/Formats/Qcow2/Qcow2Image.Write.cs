@@ -48,7 +48,10 @@ public sealed partial class Qcow2Image
                 {
                     entry = await LookupAsync(guestCluster, async, ct).ConfigureAwait(false);
                     if (CanWriteInPlace(entry, inCluster, data.Length))
+                    {
+                        await CheckOwnedClusterAsync(entry.HostOffset, offset, async, ct).ConfigureAwait(false);
                         inPlaceHost = entry.HostOffset + inCluster;
+                    }
                     else
                     {
                         mine = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -89,6 +92,18 @@ public sealed partial class Qcow2Image
             }
             return;
         }
+    }
+
+    /// <summary>
+    /// A cluster written in place must lie inside the file and carry a refcount: otherwise the allocator could
+    /// hand it out again and two guest clusters would share it. Either means the metadata is corrupt.
+    /// </summary>
+    private async ValueTask CheckOwnedClusterAsync(long host, long guestOffset, bool async, CancellationToken ct)
+    {
+        if (host >= Device.Length)
+            throw SignalCorruption($"Data cluster offset 0x{host:x} lies past the end of the image file (L2 entry corrupted)", guestOffset);
+        if (await _refcounts.GetAsync(host >> _clusterBits, async, ct).ConfigureAwait(false) == 0)
+            throw SignalCorruption($"Data cluster at offset 0x{host:x} is in use but its refcount is 0", guestOffset);
     }
 
     private bool CanWriteInPlace(L2Entry entry, int inCluster, int length)

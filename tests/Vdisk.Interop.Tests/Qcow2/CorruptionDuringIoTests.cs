@@ -1,0 +1,79 @@
+using System.Buffers.Binary;
+using Vdisk.Images;
+using Xunit;
+
+namespace Vdisk.Interop.Tests.Qcow2;
+
+/// <summary>Corruption found during I/O marks the image corrupt and stops writes; check -r all repairs and clears it.</summary>
+public class CorruptionDuringIoTests
+{
+    private static string Make(TempDir dir)
+    {
+        var path = dir.File("c.qcow2");
+        Assert.Equal(0, Tools.Run("qemu-img", "create", "-q", "-f", "qcow2", path, "16M").ExitCode);
+        Assert.Equal(0, Tools.Run("qemu-io", "-c", "write -P 9 0 128k", path).ExitCode);
+        return path;
+    }
+
+    private static void ZeroRefcountOf(string path, long cluster)
+    {
+        using var f = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        RandomAccess.Write(f, new byte[2], 0x20000 + 2 * cluster);
+    }
+
+    [Fact]
+    public void RefcountZeroOnAReferencedClusterMarksCorruptAndRepairFixesIt()
+    {
+        using var dir = new TempDir();
+        var path = Make(dir);
+        ZeroRefcountOf(path, 5); // the first data cluster (header, reftable, refblock, L1, L2 come first)
+        using (var image = DiskImages.Open(path))
+        {
+            var e = Assert.Throws<CorruptImageException>(() => image.Write(4096, new byte[512].AsSpan()));
+            Assert.Contains("refcount is 0", e.Message);
+            Assert.Throws<CorruptImageException>(() => image.Write(1 << 20, new byte[512].AsSpan()));
+            var back = new byte[4096];
+            image.Read(0, back.AsSpan()); // reading still works
+            Assert.All(back, b => Assert.Equal(9, b));
+        }
+        Assert.Contains("corrupt: true", Tools.Run("qemu-img", "info", path).StdOut);
+        var refused = Assert.Throws<DiskImageException>(() => DiskImages.Open(path));
+        Assert.Equal(DiskImageErrorKind.CorruptImage, refused.Kind);
+
+        var fix = Tools.Vdisk("check", "-r", "all", path);
+        Assert.True(fix.ExitCode == 0, fix.ToString());
+        Assert.Contains("corrupt: false", Tools.Run("qemu-img", "info", path).StdOut);
+        Assert.Equal(0, Tools.Run("qemu-img", "check", path).ExitCode);
+        var read = Tools.Run("qemu-io", "-r", "-c", "read -P 9 0 128k", path);
+        Assert.DoesNotContain("fail", read.StdOut);
+    }
+
+    [Fact]
+    public void DataClusterPastTheEndOfTheFileIsNotWrittenInPlace()
+    {
+        using var dir = new TempDir();
+        var path = Make(dir);
+        long l2;
+        using (var f = File.OpenHandle(path))
+        {
+            var b = new byte[8];
+            RandomAccess.Read(f, b, 0x30000);
+            l2 = (long)(BinaryPrimitives.ReadUInt64BigEndian(b) & 0x00FFFFFFFFFFFE00UL);
+        }
+        using (var f = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite))
+        {
+            var entry = new byte[8];
+            BinaryPrimitives.WriteUInt64BigEndian(entry, (1UL << 63) | (1UL << 40)); // 1 TiB: far past the end
+            RandomAccess.Write(f, entry, l2);
+        }
+        using (var image = DiskImages.Open(path))
+        {
+            var e = Assert.Throws<CorruptImageException>(() => image.Write(0, new byte[512].AsSpan()));
+            Assert.Contains("past the end", e.Message);
+        }
+        Assert.True(new FileInfo(path).Length < 1L << 30, "the write must not have extended the file to 1 TiB");
+        var fix = Tools.Vdisk("check", "-r", "all", path);
+        Assert.True(fix.ExitCode == 0, fix.ToString());
+        Assert.Equal(0, Tools.Run("qemu-img", "check", path).ExitCode);
+    }
+}
