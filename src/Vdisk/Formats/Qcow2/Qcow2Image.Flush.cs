@@ -69,13 +69,27 @@ public sealed partial class Qcow2Image
     /// <summary>Refcounts may lag behind L2 tables only while the dirty bit is durable on disk.</summary>
     private bool LazyRefcountsActive => _lazyRefcounts && _header.Incompatible.HasFlag(IncompatibleFeatures.Dirty);
 
-    /// <summary>The L2 cache's dependency: refcount blocks first, made durable, before any L2 table is written.</summary>
+    /// <summary>
+    /// The L2 cache's dependencies, made durable before any L2 table is written: the refcount blocks, and the data
+    /// of every cluster linked since the last such barrier. Without the second, an L2 entry could land while its
+    /// data does not, and the guest would read whatever the host cluster held before: data of another guest
+    /// offset when the cluster was freed and reused, or stale data of a preallocated zero cluster.
+    /// </summary>
     private async ValueTask WriteBackRefcountsFirstAsync(bool async)
     {
-        if (!_refcounts.HasDirty || LazyRefcountsActive) return;
-        await _refcounts.WriteBackAsync(async, default).ConfigureAwait(false);
+        bool flush = _linkedSinceBarrier;
+        if (_refcounts.HasDirty && !LazyRefcountsActive)
+        {
+            await _refcounts.WriteBackAsync(async, default).ConfigureAwait(false);
+            flush = true;
+        }
+        if (!flush) return;
         await Device.FlushCoreAsync(async, default).ConfigureAwait(false);
+        _linkedSinceBarrier = false;
     }
+
+    /// <summary>An L2 entry in the cache points to data written since the last barrier before an L2 write-back.</summary>
+    private bool _linkedSinceBarrier;
 
     /// <summary>Points the header at a relocated refcount table with one 12-byte write (offset and cluster count).</summary>
     private async ValueTask SwitchRefcountTableAsync(long offset, uint clusters, bool async)
