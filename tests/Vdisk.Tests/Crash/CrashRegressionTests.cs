@@ -82,4 +82,21 @@ public class CrashRegressionTests
         image.Abandon();
         AssertNoCrashShowsStaleData(recorder, from - 1, 0, Cluster, old, 0x55);
     }
+
+    [Fact]
+    public void CheckRepairOnADirtyImageWritesTheRefcountsBeforeClearingTheDirtyBit()
+    {
+        var (recorder, image) = Open(lazy: true);
+        image.Write(0, Filled(3 * Cluster, 0x11).AsSpan());
+        image.Flush();
+        Assert.True(image.IsDirty);
+        var result = image.Check(CheckRepair.All);
+        Assert.Equal(0, result.Corruptions);
+        image.Abandon(); // everything the check wrote is on the device, the refcount cache is lost
+
+        using var state = recorder.BuildState(recorder.Records.Length);
+        using var crashed = Qcow2Image.Open(new BorrowedBlockDevice(state), new ImageOpenOptions { ReadOnly = true });
+        var check = crashed.Check();
+        Assert.True(check.Corruptions == 0 || crashed.IsDirty, $"{check.Corruptions} corruptions without the dirty bit: {string.Join("; ", check.Messages.Take(3))}");
+    }
 }
