@@ -99,4 +99,25 @@ public class CrashRegressionTests
         var check = crashed.Check();
         Assert.True(check.Corruptions == 0 || crashed.IsDirty, $"{check.Corruptions} corruptions without the dirty bit: {string.Join("; ", check.Messages.Take(3))}");
     }
+
+    [Fact]
+    public void L1EntriesWhoseWriteFailedAreWrittenByTheNextFlush()
+    {
+        var file = new MemoryBlockDevice();
+        new Qcow2Format().Create(file, new ImageCreateOptions { Size = 8 << 20, Options = new Dictionary<string, string> { ["cluster_size"] = "4096" } });
+        long l1 = QcowLayout.Read(file).L1Offset;
+        var fault = new FaultInjectingBlockDevice(file, leaveInnerOpen: true);
+        var data = Filled(4096, 0x77);
+        using (var image = Qcow2Image.Open(fault, new ImageOpenOptions()))
+        {
+            image.Write(2 << 20, data.AsSpan());
+            fault.AddRule(new FaultRule(DeviceOperation.Write) { Range = (l1, 64), Once = true });
+            Assert.Throws<IOException>(image.Flush);
+            image.Flush();
+        }
+        using var reopened = Qcow2Image.Open(new BorrowedBlockDevice(fault.SimulateCrash()), new ImageOpenOptions { ReadOnly = true });
+        var back = new byte[4096];
+        reopened.Read(2 << 20, back.AsSpan());
+        Assert.Equal(data, back);
+    }
 }

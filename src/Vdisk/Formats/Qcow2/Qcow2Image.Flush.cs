@@ -45,11 +45,13 @@ public sealed partial class Qcow2Image
         }
     }
 
-    /// <summary>Writes the L1 entries changed since the last flush, in runs of adjacent entries.</summary>
+    /// <summary>
+    /// Writes the L1 entries changed since the last flush, in runs of adjacent entries. An entry stays dirty until
+    /// its write succeeds, so that after an I/O error the next flush writes it again.
+    /// </summary>
     private async ValueTask WriteDirtyL1Async(bool async, CancellationToken ct)
     {
         var indices = _dirtyL1.ToArray();
-        _dirtyL1.Clear();
         int i = 0;
         while (i < indices.Length)
         {
@@ -62,6 +64,7 @@ public sealed partial class Qcow2Image
             if (hit != MetadataKind.None)
                 throw SignalCorruption($"Preventing invalid write on metadata (overlaps with {OverlapChecker.Describe(hit)})", offset);
             await Device.WriteCoreAsync(offset, raw, async, ct).ConfigureAwait(false);
+            for (int k = i; k <= j; k++) _dirtyL1.Remove(indices[k]);
             i = j + 1;
         }
     }
