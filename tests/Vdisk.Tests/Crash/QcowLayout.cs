@@ -13,6 +13,9 @@ public sealed class QcowLayout
     private const ulong CompressedFlag = 1UL << 62;
 
     public int ClusterBits { get; private init; }
+    /// <summary>L2 table offsets by L1 index (0 where there is none).</summary>
+    public long[] L2Tables { get; private init; } = [];
+    public long L1Offset { get; private init; }
     public long RefcountTableOffset { get; private init; }
     public ulong IncompatibleFeatures { get; private init; }
     public HashSet<long> MetadataClusters { get; } = new();
@@ -27,27 +30,32 @@ public sealed class QcowLayout
         var header = new byte[104];
         device.Read(0, header.AsMemory());
         int clusterBits = (int)BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(20));
+        uint l1Size = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(36));
+        long l1Offset = (long)BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(40));
         var layout = new QcowLayout
         {
             ClusterBits = clusterBits,
+            L1Offset = l1Offset,
+            L2Tables = ReadTable(device, l1Offset, (int)l1Size).Select(e => e & (long)OffsetMask).ToArray(),
             RefcountTableOffset = (long)BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(48)),
             IncompatibleFeatures = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(72)),
         };
         long cluster = 1L << clusterBits;
         long fileClusters = (device.GetLength() + cluster - 1) >> clusterBits;
-        uint l1Size = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(36));
-        long l1Offset = (long)BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(40));
         uint reftableClusters = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(56));
 
         layout.Add(0, cluster, metadata: true, fileClusters);
         layout.Add(l1Offset, l1Size * 8L, metadata: true, fileClusters);
         layout.Add(layout.RefcountTableOffset, reftableClusters * cluster, metadata: true, fileClusters);
         foreach (long block in ReadTable(device, layout.RefcountTableOffset, (int)(reftableClusters * cluster / 8)))
-            if (block != 0) layout.Add(block, cluster, metadata: true, fileClusters);
+            if (block != 0)
+            {
+                layout.RefcountBlocks.Add(block);
+                layout.Add(block, cluster, metadata: true, fileClusters);
+            }
         var l2 = new byte[cluster];
-        foreach (long entry in ReadTable(device, l1Offset, (int)l1Size))
+        foreach (long l2Offset in layout.L2Tables)
         {
-            long l2Offset = entry & (long)OffsetMask;
             if (l2Offset == 0) continue;
             layout.Add(l2Offset, cluster, metadata: true, fileClusters);
             device.Read(l2Offset, l2.AsMemory());
@@ -78,6 +86,23 @@ public sealed class QcowLayout
             References[c] = References.GetValueOrDefault(c) + 1;
         }
     }
+
+    /// <summary>The raw L2 entry that maps a guest offset (0 when its L2 table does not exist).</summary>
+    public ulong L2Entry(BlockDevice device, long guestOffset)
+    {
+        int l2Bits = ClusterBits - 3;
+        long l2 = L2Tables[guestOffset >> (ClusterBits + l2Bits)];
+        if (l2 == 0) return 0;
+        var raw = new byte[8];
+        device.Read(l2 + ((guestOffset >> ClusterBits) & ((1L << l2Bits) - 1)) * 8, raw.AsMemory());
+        return BinaryPrimitives.ReadUInt64BigEndian(raw);
+    }
+
+    /// <summary>Where the data of a guest offset's cluster lives (0 when unallocated).</summary>
+    public long HostCluster(BlockDevice device, long guestOffset) => (long)(L2Entry(device, guestOffset) & OffsetMask);
+
+    /// <summary>Offsets of the refcount blocks, in table order.</summary>
+    public List<long> RefcountBlocks { get; } = new();
 
     /// <summary>True when a write lands on a cluster that is metadata here.</summary>
     public bool TouchesMetadata(long offset, long length)
