@@ -33,8 +33,11 @@ public sealed class CampaignCounts
 /// </summary>
 public sealed class CrashCampaign
 {
-    /// <summary>Runs on every <see cref="SampleEvery"/>th repaired state; returns null when it is fine, else the problem.</summary>
-    public Func<MemoryBlockDevice, string?>? ExternalCheck { get; init; }
+    /// <summary>
+    /// Runs on every <see cref="SampleEvery"/>th state, once as the crash left it (second argument false) and once
+    /// repaired (true); returns null when it is fine, else the problem.
+    /// </summary>
+    public Func<MemoryBlockDevice, bool, string?>? ExternalCheck { get; init; }
     public int SampleEvery { get; init; } = 50;
 
     public void Run(CrashWorkload w, int stateCount, CampaignCounts counts)
@@ -69,6 +72,8 @@ public sealed class CrashCampaign
         int durable = CrashStates.DurableOp(w, state), last = CrashStates.LastStartedOp(w, state);
         var disk = new byte[w.Cell.DiskSize];
         bool needsRepair;
+        bool sampled = ExternalCheck is not null && counts.States % SampleEvery == 0;
+        if (sampled && ExternalCheck!(device, false) is { } crashProblem) counts.Fail($"{where}: external check of the crash state: {crashProblem}");
         using (var ro = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
         {
             ro.Read(0, disk.AsMemory());
@@ -103,10 +108,10 @@ public sealed class CrashCampaign
         var twice = layout.ReferencedTwice.Take(3).ToList();
         if (twice.Count > 0) counts.Fail($"{where}: host clusters referenced twice after repair: {string.Join(", ", twice)}");
 
-        if (ExternalCheck is not null && counts.States % SampleEvery == 0)
+        if (sampled)
         {
             counts.QemuChecked++;
-            if (ExternalCheck(device) is { } problem) counts.Fail($"{where}: external check: {problem}");
+            if (ExternalCheck!(device, true) is { } problem) counts.Fail($"{where}: external check after repair: {problem}");
         }
     }
 
