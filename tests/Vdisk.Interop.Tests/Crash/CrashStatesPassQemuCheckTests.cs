@@ -15,15 +15,7 @@ public class CrashStatesPassQemuCheckTests(ITestOutputHelper output)
     private const int StatesPerCell = 40;
     private const int SampleEvery = 4;
 
-    public static TheoryData<int, int, bool, CacheMode> Cells()
-    {
-        var data = new TheoryData<int, int, bool, CacheMode>();
-        foreach (var (cluster, bits) in new[] { (4096, 16), (65536, 16), (512, 64) })
-            foreach (bool lazy in new[] { false, true })
-                foreach (var cache in new[] { CacheMode.Writeback, CacheMode.Writethrough })
-                    data.Add(cluster, bits, lazy, cache);
-        return data;
-    }
+    public static TheoryData<int, int, bool, CacheMode> Cells() => CrashMatrix.Cells();
 
     [Theory]
     [MemberData(nameof(Cells))]
@@ -31,7 +23,7 @@ public class CrashStatesPassQemuCheckTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         var path = dir.File("state.qcow2");
-        var cell = new CrashCell(clusterSize, lazy, cache, refcountBits, Operations: clusterSize == 512 ? 200 : 110);
+        var cell = CrashMatrix.Cell(clusterSize, refcountBits, lazy, cache);
         var counts = new CampaignCounts();
         var campaign = new CrashCampaign
         {
