@@ -7,7 +7,7 @@ namespace Vdisk.Tests.Crash;
 /// <summary>The campaign's tallies for one cell (or several, added up).</summary>
 public sealed class CampaignCounts
 {
-    public int Workloads, States, Clean, LeaksOnly, CorruptDirty, Repaired, QemuChecked, RefcountGrowths;
+    public int Workloads, States, Clean, LeaksOnly, CorruptDirty, Repaired, QemuChecked, RefcountGrowths, CrashesInRepair;
     public int FlushedMismatches, UnflushedMismatches, StatesWithMismatch;
     public int FailureCount;
     public Dictionary<CrashVariant, int> ByVariant { get; } = new();
@@ -21,7 +21,7 @@ public sealed class CampaignCounts
 
     public string Summary(string name) =>
         $"{name,-28} workloads {Workloads,3} (reftable grew in {RefcountGrowths}) | states {States,5}: clean {Clean}, leaks-only {LeaksOnly}, " +
-        $"corrupt+dirty {CorruptDirty}, repaired {Repaired}, qemu-checked {QemuChecked} | mismatches: flushed {FlushedMismatches}, " +
+        $"corrupt+dirty {CorruptDirty}, repaired {Repaired}, qemu-checked {QemuChecked}, crashes inside a repair {CrashesInRepair} | mismatches: flushed {FlushedMismatches}, " +
         $"unflushed {UnflushedMismatches} | failures {FailureCount} | variants {string.Join(' ', ByVariant.OrderBy(k => k.Key).Select(k => $"{k.Key}={k.Value}"))}";
 }
 
@@ -39,6 +39,9 @@ public sealed class CrashCampaign
     /// </summary>
     public Func<MemoryBlockDevice, bool, string?>? ExternalCheck { get; init; }
     public int SampleEvery { get; init; } = 50;
+    /// <summary>Every this many states that need a repair, the repair itself is recorded and crashed in a few places.</summary>
+    public int CrashRepairEvery { get; init; } = 8;
+    private const int CrashesPerRepair = 3;
 
     public void Run(CrashWorkload w, int stateCount, CampaignCounts counts)
     {
@@ -50,7 +53,7 @@ public sealed class CrashCampaign
         var prefix = w.Recorder.BuildState(0);
         int applied = 0;
         QcowLayout? metadata = null;
-        foreach (var state in CrashStates.Choose(w, stateCount, rng))
+        foreach (var state in CrashStates.Choose(w.Records, stateCount, rng))
         {
             if (metadata is null || applied != state.Prefix)
             {
@@ -58,21 +61,21 @@ public sealed class CrashCampaign
                 metadata = QcowLayout.Read(prefix);
                 metadata.MetadataClusters.UnionWith(finalLayout.MetadataClusters);
             }
-            var device = CrashStates.Build(w, state, prefix, metadata);
+            var device = CrashStates.Build(w.Records, state, prefix, metadata);
             counts.States++;
             counts.ByVariant[state.Variant] = counts.ByVariant.GetValueOrDefault(state.Variant) + 1;
-            try { Evaluate(w, state, device, counts); }
+            try { Evaluate(w, state, device, counts, nested: false); }
             catch (Exception e) { counts.Fail($"{w.Cell} seed {w.Seed} {state}: {e.GetType().Name}: {e.Message}"); }
         }
     }
 
-    private void Evaluate(CrashWorkload w, CrashState state, MemoryBlockDevice device, CampaignCounts counts)
+    private void Evaluate(CrashWorkload w, CrashState state, MemoryBlockDevice device, CampaignCounts counts, bool nested)
     {
-        string where = $"{w.Cell} seed {w.Seed} {state}";
+        string where = $"{w.Cell} seed {w.Seed} {state}{(nested ? " (crashed inside the repair)" : "")}";
         int durable = CrashStates.DurableOp(w, state), last = CrashStates.LastStartedOp(w, state);
         var disk = new byte[w.Cell.DiskSize];
         bool needsRepair;
-        bool sampled = ExternalCheck is not null && counts.States % SampleEvery == 0;
+        bool sampled = !nested && ExternalCheck is not null && counts.States % SampleEvery == 0;
         if (sampled && ExternalCheck!(device, false) is { } crashProblem) counts.Fail($"{where}: external check of the crash state: {crashProblem}");
         using (var ro = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
         {
@@ -80,21 +83,25 @@ public sealed class CrashCampaign
             CountVerdict(w.Model.Verify(disk, durable, last), "after the crash", where, counts);
             var check = ro.Check();
             needsRepair = !check.IsClean || ro.IsDirty;
-            if (check.Corruptions == 0 && check.CheckErrors == 0)
+            bool corrupt = check.Corruptions != 0 || check.CheckErrors != 0;
+            if (!nested)
             {
-                if (check.Leaks == 0) counts.Clean++; else counts.LeaksOnly++;
+                if (!corrupt && check.Leaks == 0) counts.Clean++;
+                else if (!corrupt) counts.LeaksOnly++;
+                else if (ro.IsDirty) counts.CorruptDirty++;
             }
-            else if (w.Cell.LazyRefcounts && ro.IsDirty) counts.CorruptDirty++;
-            else counts.Fail($"{where}: check found {check.Corruptions} corruptions{(ro.IsDirty ? "" : " without the dirty bit")}: {string.Join("; ", check.Messages.Take(4))}");
+            if (corrupt && !(w.Cell.LazyRefcounts && ro.IsDirty)) counts.Fail($"{where}: check found {check.Corruptions} corruptions{(ro.IsDirty ? "" : " without the dirty bit")}: {string.Join("; ", check.Messages.Take(4))}");
         }
 
+        if (needsRepair && !nested) counts.Repaired++;
+        var origin = needsRepair && !nested && counts.Repaired % CrashRepairEvery == 0 ? device.Clone() : null;
         using (var rw = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions()))
         {
             var repair = rw.Check(CheckRepair.All);
             if (repair.Corruptions != 0 || repair.CheckErrors != 0)
                 counts.Fail($"{where}: check -r all left {repair.Corruptions} corruptions: {string.Join("; ", repair.Messages.Take(4))}");
         }
-        if (needsRepair) counts.Repaired++;
+        if (origin is not null) CrashInsideRepair(w, state, origin, counts);
         using (var after = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
         {
             var check = after.Check();
@@ -112,6 +119,28 @@ public sealed class CrashCampaign
         {
             counts.QemuChecked++;
             if (ExternalCheck!(device, true) is { } problem) counts.Fail($"{where}: external check after repair: {problem}");
+        }
+    }
+
+    /// <summary>
+    /// The repair (read-write open, check -r all) of <paramref name="origin"/> recorded, and crashed at a few points:
+    /// what that leaves must meet the same criteria as the crash state it was repairing, the data included.
+    /// </summary>
+    private void CrashInsideRepair(CrashWorkload w, CrashState state, MemoryBlockDevice origin, CampaignCounts counts)
+    {
+        var recorder = new RecordingBlockDevice(origin, leaveInnerOpen: true);
+        using (var rw = Qcow2Image.Open(recorder, new ImageOpenOptions())) rw.Check(CheckRepair.All);
+        var records = recorder.Records;
+        if (records.Length == 0) return;
+        var prefix = recorder.BuildState(0);
+        int applied = 0;
+        var none = QcowLayout.Read(prefix);
+        foreach (var inner in CrashStates.Choose(records, CrashesPerRepair, new Random(state.Seed)))
+        {
+            for (; applied < inner.Prefix; applied++) records[applied].ApplyTo(prefix);
+            var variant = inner.Variant is CrashVariant.MetadataOnly or CrashVariant.DataOnly ? CrashVariant.Subset : inner.Variant;
+            counts.CrashesInRepair++;
+            Evaluate(w, state, CrashStates.Build(records, inner with { Variant = variant }, prefix, none), counts, nested: true);
         }
     }
 

@@ -29,13 +29,12 @@ public sealed record CrashState(int Prefix, int Cut, CrashVariant Variant, int S
 /// <summary>Chooses crash states in a workload's log and builds the devices they leave.</summary>
 public static class CrashStates
 {
-    public static List<CrashState> Choose(CrashWorkload w, int count, Random rng)
+    public static List<CrashState> Choose(IReadOnlyList<DeviceRecord> records, int count, Random rng)
     {
-        var records = w.Records;
         var states = new List<CrashState>();
         for (int i = 0; i < count; i++)
         {
-            int cut = 1 + rng.Next(records.Length);
+            int cut = 1 + rng.Next(records.Count);
             int lastFlush = cut - 1;
             while (lastFlush >= 0 && records[lastFlush].Kind != RecordKind.Flush) lastFlush--;
             double v = rng.NextDouble();
@@ -47,15 +46,15 @@ public static class CrashStates
         return states;
     }
 
-    /// <summary>The device a state leaves, from a device holding the workload's initial state plus the prefix.</summary>
-    public static MemoryBlockDevice Build(CrashWorkload w, CrashState state, MemoryBlockDevice prefixDevice, QcowLayout metadata)
+    /// <summary>The device a state leaves, from a device holding the log's initial state plus the prefix.</summary>
+    public static MemoryBlockDevice Build(IReadOnlyList<DeviceRecord> records, CrashState state, MemoryBlockDevice prefixDevice, QcowLayout metadata)
     {
         var rng = new Random(state.Seed);
         var device = prefixDevice.Clone();
         long lengthAtFlush = device.GetLength();
         for (int i = state.Prefix; i < state.Cut; i++)
         {
-            var r = w.Records[i];
+            var r = records[i];
             bool isMetadata = r.Kind == RecordKind.SetLength || (r.Kind == RecordKind.Write && metadata.TouchesMetadata(r.Offset, r.Length));
             switch (state.Variant)
             {
