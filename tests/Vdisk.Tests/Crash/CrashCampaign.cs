@@ -77,6 +77,7 @@ public sealed class CrashCampaign
         bool needsRepair;
         bool sampled = !nested && ExternalCheck is not null && counts.States % SampleEvery == 0;
         if (sampled && ExternalCheck!(device, false) is { } crashProblem) counts.Fail($"{where}: external check of the crash state: {crashProblem}");
+        CheckSingleReferences(device, "after the crash", where, counts);
         using (var ro = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
         {
             ro.Read(0, disk.AsMemory());
@@ -111,9 +112,7 @@ public sealed class CrashCampaign
             CountVerdict(w.Model.Verify(disk, durable, last), "after repair", where, counts);
         }
 
-        var layout = QcowLayout.Read(device);
-        var twice = layout.ReferencedTwice.Take(3).ToList();
-        if (twice.Count > 0) counts.Fail($"{where}: host clusters referenced twice after repair: {string.Join(", ", twice)}");
+        CheckSingleReferences(device, "after repair", where, counts);
 
         if (sampled)
         {
@@ -142,6 +141,13 @@ public sealed class CrashCampaign
             counts.CrashesInRepair++;
             Evaluate(w, state, CrashStates.Build(records, inner with { Variant = variant }, prefix, none), counts, nested: true);
         }
+    }
+
+    /// <summary>Criterion 5: no host cluster is referenced twice (counted here, independently of the checker).</summary>
+    private static void CheckSingleReferences(MemoryBlockDevice device, string when, string where, CampaignCounts counts)
+    {
+        var twice = QcowLayout.Read(device).ReferencedTwice.Take(3).ToList();
+        if (twice.Count > 0) counts.Fail($"{where}: host clusters referenced twice {when}: {string.Join(", ", twice)}");
     }
 
     private static void CountVerdict(SectorModel.Verdict v, string when, string where, CampaignCounts counts)
