@@ -191,6 +191,10 @@ public sealed partial class Qcow2Image
     {
         var bits = IncompatibleFeatures.Dirty | IncompatibleFeatures.Corrupt;
         if ((_header.Incompatible & bits) == 0) return;
+        // While the image is dirty, refcount blocks (the repaired ones too) may exist only in the cache; they must
+        // be durable before the bit that excuses their absence goes.
+        await _refcounts.WriteBackAsync(async, ct).ConfigureAwait(false);
+        await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
         _header.Incompatible &= ~bits;
         _corrupt = false;
         var raw = new byte[8];

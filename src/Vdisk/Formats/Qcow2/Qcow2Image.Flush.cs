@@ -45,11 +45,13 @@ public sealed partial class Qcow2Image
         }
     }
 
-    /// <summary>Writes the L1 entries changed since the last flush, in runs of adjacent entries.</summary>
+    /// <summary>
+    /// Writes the L1 entries changed since the last flush, in runs of adjacent entries. An entry stays dirty until
+    /// its write succeeds, so that after an I/O error the next flush writes it again.
+    /// </summary>
     private async ValueTask WriteDirtyL1Async(bool async, CancellationToken ct)
     {
         var indices = _dirtyL1.ToArray();
-        _dirtyL1.Clear();
         int i = 0;
         while (i < indices.Length)
         {
@@ -62,6 +64,7 @@ public sealed partial class Qcow2Image
             if (hit != MetadataKind.None)
                 throw SignalCorruption($"Preventing invalid write on metadata (overlaps with {OverlapChecker.Describe(hit)})", offset);
             await Device.WriteCoreAsync(offset, raw, async, ct).ConfigureAwait(false);
+            for (int k = i; k <= j; k++) _dirtyL1.Remove(indices[k]);
             i = j + 1;
         }
     }
@@ -69,14 +72,27 @@ public sealed partial class Qcow2Image
     /// <summary>Refcounts may lag behind L2 tables only while the dirty bit is durable on disk.</summary>
     private bool LazyRefcountsActive => _lazyRefcounts && _header.Incompatible.HasFlag(IncompatibleFeatures.Dirty);
 
-    /// <summary>The L2 cache's dependency: refcount blocks and guest data made durable before any L2 table is written.</summary>
+    /// <summary>
+    /// The L2 cache's dependencies, made durable before any L2 table is written: the refcount blocks, and the data
+    /// of every cluster linked since the last such barrier. Without the second, an L2 entry could land while its
+    /// data does not, and the guest would read whatever the host cluster held before: data of another guest
+    /// offset when the cluster was freed and reused, or stale data of a preallocated zero cluster.
+    /// </summary>
     private async ValueTask WriteBackRefcountsFirstAsync(bool async)
     {
+        bool flush = _linkedSinceBarrier;
         if (_refcounts.HasDirty && !LazyRefcountsActive)
+        {
             await _refcounts.WriteBackAsync(async, default).ConfigureAwait(false);
-        // Also the barrier for guest data written into newly linked clusters.
+            flush = true;
+        }
+        if (!flush) return;
         await Device.FlushCoreAsync(async, default).ConfigureAwait(false);
+        _linkedSinceBarrier = false;
     }
+
+    /// <summary>An L2 entry in the cache points to data written since the last barrier before an L2 write-back.</summary>
+    private bool _linkedSinceBarrier;
 
     /// <summary>Points the header at a relocated refcount table with one 12-byte write (offset and cluster count).</summary>
     private async ValueTask SwitchRefcountTableAsync(long offset, uint clusters, bool async)

@@ -181,6 +181,7 @@ public sealed partial class Qcow2Image
             {
                 var l2 = await GetWritableL2Async(guestCluster >> _l2Bits, async, ct).ConfigureAwait(false);
                 WriteEntry(l2, guestCluster & (L2Entries - 1), (ulong)host | Entry.Copied, bitmap);
+                _linkedSinceBarrier = true;
                 if (!reused) ReleaseOldCluster(old, discard: false);
             }
             finally { Unlock(); }

@@ -1,0 +1,49 @@
+using Vdisk.BlockIO;
+using Vdisk.Tests.Crash;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Vdisk.Interop.Tests.Crash;
+
+/// <summary>
+/// The crash campaign against the oracle: on a sample of crash states the real <c>qemu-img check</c> must find at most
+/// leaks (errors only under the dirty bit) as the crash left them, and nothing once Vdisk has repaired them.
+/// The campaign's own criteria are checked on every state as well.
+/// </summary>
+public class CrashStatesPassQemuCheckTests(ITestOutputHelper output)
+{
+    private const int StatesPerCell = 40;
+    private const int SampleEvery = 4;
+
+    public static TheoryData<int, int, bool, CacheMode> Cells() => CrashMatrix.Cells();
+
+    [Theory]
+    [MemberData(nameof(Cells))]
+    public void RepairedCrashStatesPassQemuImgCheck(int clusterSize, int refcountBits, bool lazy, CacheMode cache)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("state.qcow2");
+        var cell = CrashMatrix.Cell(clusterSize, refcountBits, lazy, cache);
+        var counts = new CampaignCounts();
+        var campaign = new CrashCampaign
+        {
+            SampleEvery = SampleEvery,
+            ExternalCheck = (device, repaired) =>
+            {
+                File.WriteAllBytes(path, device.ToArray());
+                var r = Tools.Run("qemu-img", "check", "-f", "qcow2", path);
+                // Before repair QEMU must agree with criterion 3: leaks (exit 3) at most, errors (2) only under the dirty bit.
+                bool ok = r.ExitCode == 0 || (!repaired && (r.ExitCode == 3 || (r.ExitCode == 2 && QcowLayout.Read(device).Dirty)));
+                return ok ? null : $"qemu-img check exit {r.ExitCode}: {r.StdOut.Trim()} {r.StdErr.Trim()}";
+            },
+        };
+        // Other seeds than the unit tests' campaign, so that the two runs cover different states.
+        var workload = CrashWorkload.Run(cell, 90_000 + clusterSize + (lazy ? 1 : 0) + (int)cache * 10);
+        campaign.Run(workload, StatesPerCell, counts);
+        output.WriteLine(counts.Summary(cell.ToString()));
+        foreach (var f in counts.Failures) output.WriteLine("  " + f);
+
+        Assert.True(counts.QemuChecked >= StatesPerCell / SampleEvery, $"only {counts.QemuChecked} states went to qemu-img");
+        Assert.True(counts.FailureCount == 0, $"{counts.FailureCount} failures, first: {counts.Failures.FirstOrDefault()}");
+    }
+}

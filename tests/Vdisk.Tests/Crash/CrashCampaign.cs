@@ -1,0 +1,168 @@
+using Vdisk.BlockIO;
+using Vdisk.Formats.Qcow2;
+using Vdisk.Images;
+
+namespace Vdisk.Tests.Crash;
+
+/// <summary>The campaign's tallies for one cell (or several, added up).</summary>
+public sealed class CampaignCounts
+{
+    public int Workloads, States, Clean, LeaksOnly, CorruptDirty, Repaired, QemuChecked, RefcountGrowths, CrashesInRepair;
+    public int FlushedMismatches, UnflushedMismatches, StatesWithMismatch;
+    public int FailureCount;
+    public Dictionary<CrashVariant, int> ByVariant { get; } = new();
+    public List<string> Failures { get; } = new();
+
+    public void Fail(string what)
+    {
+        FailureCount++;
+        if (Failures.Count < 25) Failures.Add(what);
+    }
+
+    public string Summary(string name) =>
+        $"{name,-28} workloads {Workloads,3} (reftable grew in {RefcountGrowths}) | states {States,5}: clean {Clean}, leaks-only {LeaksOnly}, " +
+        $"corrupt+dirty {CorruptDirty}, repaired {Repaired}, qemu-checked {QemuChecked}, crashes inside a repair {CrashesInRepair} | mismatches: flushed {FlushedMismatches}, " +
+        $"unflushed {UnflushedMismatches} | failures {FailureCount} | variants {string.Join(' ', ByVariant.OrderBy(k => k.Key).Select(k => $"{k.Key}={k.Value}"))}";
+}
+
+/// <summary>
+/// Runs crash states of a workload through the pass criteria: (1, 2) data read read-only matches the model;
+/// (3) check finds at most leaks, or with lazy refcounts errors only under the dirty bit; repair (a read-write
+/// open, then check -r all) leaves a clean image whose data still matches; (4) no host cluster is referenced twice;
+/// (5) optionally an external check of a sample of repaired states.
+/// </summary>
+public sealed class CrashCampaign
+{
+    /// <summary>
+    /// Runs on every <see cref="SampleEvery"/>th state, once as the crash left it (second argument false) and once
+    /// repaired (true); returns null when it is fine, else the problem.
+    /// </summary>
+    public Func<MemoryBlockDevice, bool, string?>? ExternalCheck { get; init; }
+    public int SampleEvery { get; init; } = 50;
+    /// <summary>Every this many states that need a repair, the repair itself is recorded and crashed in a few places.</summary>
+    public int CrashRepairEvery { get; init; } = 8;
+    private const int CrashesPerRepair = 3;
+
+    public void Run(CrashWorkload w, int stateCount, CampaignCounts counts)
+    {
+        counts.Workloads++;
+        if (w.RefcountTableGrew) counts.RefcountGrowths++;
+        foreach (var p in w.LiveProblems) counts.Fail($"{w.Cell} seed {w.Seed}: {p}");
+        var finalLayout = QcowLayout.Read(w.Final);
+        var rng = new Random(w.Seed * 7919 + 1);
+        var prefix = w.Recorder.BuildState(0);
+        int applied = 0;
+        QcowLayout? metadata = null;
+        foreach (var state in CrashStates.Choose(w.Records, stateCount, rng))
+        {
+            if (metadata is null || applied != state.Prefix)
+            {
+                for (; applied < state.Prefix; applied++) w.Records[applied].ApplyTo(prefix);
+                metadata = QcowLayout.Read(prefix);
+                metadata.MetadataClusters.UnionWith(finalLayout.MetadataClusters);
+            }
+            var device = CrashStates.Build(w.Records, state, prefix, metadata);
+            counts.States++;
+            counts.ByVariant[state.Variant] = counts.ByVariant.GetValueOrDefault(state.Variant) + 1;
+            try { Evaluate(w, state, device, counts, nested: false); }
+            catch (Exception e) { counts.Fail($"{w.Cell} seed {w.Seed} {state}: {e.GetType().Name}: {e.Message}"); }
+        }
+    }
+
+    private void Evaluate(CrashWorkload w, CrashState state, MemoryBlockDevice device, CampaignCounts counts, bool nested)
+    {
+        string where = $"{w.Cell} seed {w.Seed} {state}{(nested ? " (crashed inside the repair)" : "")}";
+        int durable = CrashStates.DurableOp(w, state), last = CrashStates.LastStartedOp(w, state);
+        var disk = new byte[w.Cell.DiskSize];
+        bool needsRepair;
+        bool sampled = !nested && ExternalCheck is not null && counts.States % SampleEvery == 0;
+        if (sampled && ExternalCheck!(device, false) is { } crashProblem) counts.Fail($"{where}: external check of the crash state: {crashProblem}");
+        CheckSingleReferences(device, "after the crash", where, counts);
+        using (var ro = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
+        {
+            ro.Read(0, disk.AsMemory());
+            CountVerdict(w.Model.Verify(disk, durable, last), "after the crash", where, counts);
+            var check = ro.Check();
+            needsRepair = !check.IsClean || ro.IsDirty;
+            bool corrupt = check.Corruptions != 0 || check.CheckErrors != 0;
+            if (!nested)
+            {
+                if (!corrupt && check.Leaks == 0) counts.Clean++;
+                else if (!corrupt) counts.LeaksOnly++;
+                else if (ro.IsDirty) counts.CorruptDirty++;
+            }
+            if (corrupt && !(w.Cell.LazyRefcounts && ro.IsDirty)) counts.Fail($"{where}: check found {check.Corruptions} corruptions{(ro.IsDirty ? "" : " without the dirty bit")}: {string.Join("; ", check.Messages.Take(4))}");
+        }
+
+        if (needsRepair && !nested) counts.Repaired++;
+        var origin = needsRepair && !nested && counts.Repaired % CrashRepairEvery == 0 ? device.Clone() : null;
+        using (var rw = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions()))
+        {
+            var repair = rw.Check(CheckRepair.All);
+            if (repair.Corruptions != 0 || repair.CheckErrors != 0)
+                counts.Fail($"{where}: check -r all left {repair.Corruptions} corruptions: {string.Join("; ", repair.Messages.Take(4))}");
+        }
+        if (origin is not null) CrashInsideRepair(w, state, origin, counts);
+        using (var after = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
+        {
+            var check = after.Check();
+            if (!check.IsClean || after.IsDirty)
+                counts.Fail($"{where}: not clean after repair ({check.Corruptions} corruptions, {check.Leaks} leaks, dirty {after.IsDirty}): {string.Join("; ", check.Messages.Take(4))}");
+            after.Read(0, disk.AsMemory());
+            CountVerdict(w.Model.Verify(disk, durable, last), "after repair", where, counts);
+        }
+
+        CheckSingleReferences(device, "after repair", where, counts);
+
+        if (sampled)
+        {
+            counts.QemuChecked++;
+            if (ExternalCheck!(device, true) is { } problem) counts.Fail($"{where}: external check after repair: {problem}");
+        }
+    }
+
+    /// <summary>
+    /// The repair (read-write open, check -r all) of <paramref name="origin"/> recorded, and crashed at a few points:
+    /// what that leaves must meet the same criteria as the crash state it was repairing, the data included.
+    /// </summary>
+    private void CrashInsideRepair(CrashWorkload w, CrashState state, MemoryBlockDevice origin, CampaignCounts counts)
+    {
+        var recorder = new RecordingBlockDevice(origin, leaveInnerOpen: true);
+        using (var rw = Qcow2Image.Open(recorder, new ImageOpenOptions())) rw.Check(CheckRepair.All);
+        var records = recorder.Records;
+        if (records.Length == 0) return;
+        var prefix = recorder.BuildState(0);
+        int applied = 0;
+        var none = QcowLayout.Read(prefix);
+        foreach (var inner in CrashStates.Choose(records, CrashesPerRepair, new Random(state.Seed)))
+        {
+            for (; applied < inner.Prefix; applied++) records[applied].ApplyTo(prefix);
+            var variant = inner.Variant is CrashVariant.MetadataOnly or CrashVariant.DataOnly ? CrashVariant.Subset : inner.Variant;
+            counts.CrashesInRepair++;
+            Evaluate(w, state, CrashStates.Build(records, inner with { Variant = variant }, prefix, none), counts, nested: true);
+        }
+    }
+
+    /// <summary>Criterion 5: no host cluster is referenced twice (counted here, independently of the checker).</summary>
+    private static void CheckSingleReferences(MemoryBlockDevice device, string when, string where, CampaignCounts counts)
+    {
+        var twice = QcowLayout.Read(device).ReferencedTwice.Take(3).ToList();
+        if (twice.Count > 0) counts.Fail($"{where}: host clusters referenced twice {when}: {string.Join(", ", twice)}");
+    }
+
+    private static void CountVerdict(SectorModel.Verdict v, string when, string where, CampaignCounts counts)
+    {
+        if (v.Ok) return;
+        counts.StatesWithMismatch++;
+        counts.FlushedMismatches += v.FlushedMismatches;
+        counts.UnflushedMismatches += v.UnflushedMismatches;
+        counts.Fail($"{where}: data {when}: {v.FlushedMismatches} flushed and {v.UnflushedMismatches} unflushed sectors wrong; first: {v.FirstProblem}");
+    }
+
+    /// <summary>States to run in all, from VDISK_CRASH_STATES or the CI default.</summary>
+    public static int TotalStates(int ciDefault)
+    {
+        var text = Environment.GetEnvironmentVariable("VDISK_CRASH_STATES");
+        return int.TryParse(text, out int n) && n > 0 ? n : ciDefault;
+    }
+}

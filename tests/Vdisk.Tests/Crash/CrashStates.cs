@@ -1,0 +1,106 @@
+using Vdisk.BlockIO;
+
+namespace Vdisk.Tests.Crash;
+
+/// <summary>How the records after the durable prefix land.</summary>
+public enum CrashVariant
+{
+    /// <summary>A random half of them, multi-sector writes torn at 512 B half of the time.</summary>
+    Subset,
+    /// <summary>As <see cref="Subset"/>, then the file cut back to its length at the last flush.</summary>
+    SubsetTruncated,
+    /// <summary>Every write to a metadata cluster lands, no data write does.</summary>
+    MetadataOnly,
+    /// <summary>Every data write lands, no metadata write does.</summary>
+    DataOnly,
+    /// <summary>Every record up to the cut lands.</summary>
+    Everything,
+}
+
+/// <summary>
+/// A crash at record <see cref="Cut"/>: the flushes before it are durable, so every record up to the last of them
+/// (<see cref="Prefix"/> records) lands, and of the records between that flush and the cut, some do.
+/// </summary>
+public sealed record CrashState(int Prefix, int Cut, CrashVariant Variant, int Seed)
+{
+    public override string ToString() => $"prefix {Prefix}, cut {Cut}, {Variant}, seed {Seed}";
+}
+
+/// <summary>Chooses crash states in a workload's log and builds the devices they leave.</summary>
+public static class CrashStates
+{
+    public static List<CrashState> Choose(IReadOnlyList<DeviceRecord> records, int count, Random rng)
+    {
+        var states = new List<CrashState>();
+        for (int i = 0; i < count; i++)
+        {
+            int cut = 1 + rng.Next(records.Count);
+            int lastFlush = cut - 1;
+            while (lastFlush >= 0 && records[lastFlush].Kind != RecordKind.Flush) lastFlush--;
+            double v = rng.NextDouble();
+            var variant = v < 0.4 ? CrashVariant.Subset : v < 0.6 ? CrashVariant.SubsetTruncated
+                : v < 0.8 ? CrashVariant.MetadataOnly : v < 0.9 ? CrashVariant.DataOnly : CrashVariant.Everything;
+            states.Add(new CrashState(lastFlush + 1, cut, variant, rng.Next()));
+        }
+        states.Sort((a, b) => a.Prefix.CompareTo(b.Prefix));
+        return states;
+    }
+
+    /// <summary>The device a state leaves, from a device holding the log's initial state plus the prefix.</summary>
+    public static MemoryBlockDevice Build(IReadOnlyList<DeviceRecord> records, CrashState state, MemoryBlockDevice prefixDevice, QcowLayout metadata)
+    {
+        var rng = new Random(state.Seed);
+        var device = prefixDevice.Clone();
+        long lengthAtFlush = device.GetLength();
+        for (int i = state.Prefix; i < state.Cut; i++)
+        {
+            var r = records[i];
+            bool isMetadata = r.Kind == RecordKind.SetLength || (r.Kind == RecordKind.Write && metadata.TouchesMetadata(r.Offset, r.Length));
+            switch (state.Variant)
+            {
+                case CrashVariant.Everything:
+                case CrashVariant.MetadataOnly when isMetadata:
+                case CrashVariant.DataOnly when !isMetadata:
+                    r.ApplyTo(device);
+                    break;
+                case CrashVariant.Subset:
+                case CrashVariant.SubsetTruncated:
+                    if (rng.Next(2) == 0) break;
+                    if (r.Length > DeviceRecord.SectorSize && rng.Next(2) == 0)
+                    {
+                        foreach (var piece in r.SplitIntoSectors())
+                            if (rng.Next(2) == 0) piece.ApplyTo(device);
+                    }
+                    else r.ApplyTo(device);
+                    break;
+            }
+        }
+        if (state.Variant == CrashVariant.SubsetTruncated && device.GetLength() > lengthAtFlush) device.SetLength(lengthAtFlush);
+        return device;
+    }
+
+    /// <summary>The last guest operation whose durability the state guarantees, or -1 (only the empty image).</summary>
+    public static int DurableOp(CrashWorkload w, CrashState state)
+    {
+        int found = -1;
+        foreach (var op in w.Ops)
+        {
+            if (op.StartLog >= state.Prefix) break;
+            // Its last device flush is in the prefix: the operation, and everything before it, is durable.
+            if (op.Durable && op.LastFlushRecord < state.Prefix && op.LastFlushRecord >= op.StartLog) found = op.Index;
+        }
+        return found;
+    }
+
+    /// <summary>The last guest operation that had started by the cut: later ones cannot have reached the file.</summary>
+    public static int LastStartedOp(CrashWorkload w, CrashState state)
+    {
+        int found = -1;
+        foreach (var op in w.Ops)
+        {
+            if (op.StartLog >= state.Cut) break;
+            found = op.Index;
+        }
+        return found;
+    }
+}

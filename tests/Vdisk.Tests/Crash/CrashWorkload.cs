@@ -1,0 +1,172 @@
+using System.Collections.Immutable;
+using Vdisk.BlockIO;
+using Vdisk.Formats.Qcow2;
+using Vdisk.Images;
+
+namespace Vdisk.Tests.Crash;
+
+/// <summary>One configuration of the campaign matrix.</summary>
+public sealed record CrashCell(int ClusterSize, bool LazyRefcounts, CacheMode Cache, int RefcountBits = 16, long DiskSize = 16 << 20, int Operations = 110)
+{
+    public override string ToString() =>
+        $"{(ClusterSize >= 1024 ? $"{ClusterSize >> 10}K" : $"{ClusterSize}B")}{(RefcountBits != 16 ? $"/rc{RefcountBits}" : "")} lazy={(LazyRefcounts ? "on" : "off")} {Cache.ToQemuName()}";
+}
+
+public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close }
+
+/// <summary>
+/// A guest operation and where its device requests sit in the log: records [StartLog, EndLog). <see cref="Durable"/>
+/// says whether everything before it is durable once it returns; <see cref="LastFlushRecord"/> is then the device
+/// flush that made it so, which a crash state must include for the guarantee to hold.
+/// </summary>
+public sealed record OpInfo(int Index, OpKind Kind, long Offset, long Length, int StartLog, int EndLog, bool Durable)
+{
+    public int LastFlushRecord { get; set; } = -1;
+}
+
+/// <summary>
+/// A seeded random workload on a qcow2 image over a recording device: writes of 512 B to 256 KiB at sector-aligned,
+/// cluster-aligned and unaligned offsets, write-zeroes (with and without unmap), discards, flushes and a mid-run
+/// <c>check -r all</c>, then a clean close. The model follows every operation.
+/// </summary>
+public sealed class CrashWorkload
+{
+    private CrashWorkload(CrashCell cell, int seed, SectorModel model)
+    {
+        Cell = cell;
+        Seed = seed;
+        Model = model;
+    }
+
+    public CrashCell Cell { get; }
+    public int Seed { get; }
+    public SectorModel Model { get; }
+    public List<OpInfo> Ops { get; } = new();
+    public ImmutableArray<DeviceRecord> Records { get; private set; }
+    public RecordingBlockDevice Recorder { get; private set; } = null!;
+    /// <summary>The image file after the clean close.</summary>
+    public MemoryBlockDevice Final { get; private set; } = null!;
+    public long InitialRefcountTableOffset { get; private set; }
+    /// <summary>Problems seen on the live image (a mid-run check that was not clean, a read-back that differed).</summary>
+    public List<string> LiveProblems { get; } = new();
+
+    public bool RefcountTableGrew => QcowLayout.Read(Final).RefcountTableOffset != InitialRefcountTableOffset;
+
+    public static MemoryBlockDevice CreateImage(CrashCell cell)
+    {
+        var device = new MemoryBlockDevice(0, $"crash-{cell.ClusterSize}.qcow2");
+        new Qcow2Format().Create(device, new ImageCreateOptions
+        {
+            Size = cell.DiskSize,
+            Options = new Dictionary<string, string>
+            {
+                ["cluster_size"] = cell.ClusterSize.ToString(),
+                ["lazy_refcounts"] = cell.LazyRefcounts ? "on" : "off",
+                ["refcount_bits"] = cell.RefcountBits.ToString(),
+            },
+        });
+        return device;
+    }
+
+    public static CrashWorkload Run(CrashCell cell, int seed)
+    {
+        var rng = new Random(seed);
+        var w = new CrashWorkload(cell, seed, new SectorModel(cell.DiskSize));
+        var file = CreateImage(cell);
+        w.InitialRefcountTableOffset = QcowLayout.Read(file).RefcountTableOffset;
+        w.Recorder = new RecordingBlockDevice(file, leaveInnerOpen: true);
+        var options = new Dictionary<string, string>();
+        // Every other run keeps the caches small, so that L2 tables and refcount blocks are evicted mid-run.
+        if (seed % 2 == 1) options["l2-cache-size"] = (4 * cell.ClusterSize).ToString();
+        var image = Qcow2Image.Open(w.Recorder, new ImageOpenOptions { Cache = cell.Cache, Options = options });
+        bool writeThrough = cell.Cache.IsWriteThrough();
+        int checkAt = cell.Operations / 2;
+        for (int i = 0; i < cell.Operations; i++)
+        {
+            double p = rng.NextDouble();
+            var kind = i == checkAt ? OpKind.Check
+                : p < 0.58 ? OpKind.Write : p < 0.70 ? OpKind.WriteZeroes : p < 0.82 ? OpKind.Discard : OpKind.Flush;
+            w.Step(image, rng, kind, writeThrough);
+        }
+        w.Verify(image, "before close");
+        w.Step(image, rng, OpKind.Close, writeThrough);
+        w.Records = w.Recorder.Records;
+        w.Final = file;
+        int lastFlush = -1, op = 0;
+        for (int r = 0; r <= w.Records.Length; r++)
+        {
+            while (op < w.Ops.Count && w.Ops[op].EndLog == r) w.Ops[op++].LastFlushRecord = lastFlush;
+            if (r < w.Records.Length && w.Records[r].Kind == RecordKind.Flush) lastFlush = r;
+        }
+        return w;
+    }
+
+    private void Step(Qcow2Image image, Random rng, OpKind kind, bool writeThrough)
+    {
+        int index = Ops.Count;
+        int start = Recorder.Records.Length;
+        var (offset, length) = kind is OpKind.Write or OpKind.WriteZeroes or OpKind.Discard ? PickRange(rng, kind) : (0L, 0L);
+        switch (kind)
+        {
+            case OpKind.Write:
+                var data = new byte[length];
+                rng.NextBytes(data);
+                image.Write(offset, data.AsSpan());
+                data.CopyTo(Model.Current, (int)offset);
+                break;
+            case OpKind.WriteZeroes:
+                image.WriteZeroes(offset, length, mayUnmap: rng.Next(2) == 0);
+                Array.Clear(Model.Current, (int)offset, (int)length);
+                break;
+            case OpKind.Discard:
+                image.Discard(offset, length);
+                // What a discard leaves is the driver's choice; it is whatever reads back right after it.
+                image.Read(offset, Model.Current.AsMemory((int)offset, (int)length));
+                break;
+            case OpKind.Flush:
+                image.Flush();
+                break;
+            case OpKind.Check:
+                var r = image.Check(CheckRepair.All);
+                if (!r.IsClean || r.CorruptionsFixed != 0 || r.LeaksFixed != 0)
+                    LiveProblems.Add($"mid-run check -r all on the live image: {r.Corruptions} corruptions, {r.Leaks} leaks, fixed {r.CorruptionsFixed}/{r.LeaksFixed}: {string.Join("; ", r.Messages.Take(3))}");
+                break;
+            case OpKind.Close:
+                image.Dispose();
+                break;
+        }
+        if (length > 0) Model.Changed(index, offset, length);
+        bool durable = kind is OpKind.Flush or OpKind.Check or OpKind.Close || writeThrough;
+        Ops.Add(new OpInfo(index, kind, offset, length, start, Recorder.Records.Length, durable));
+    }
+
+    /// <summary>Sizes log-uniform from 512 B to 256 KiB; offsets often in a hot region so that clusters are rewritten.</summary>
+    private (long Offset, long Length) PickRange(Random rng, OpKind kind)
+    {
+        long disk = Cell.DiskSize;
+        long length = (long)Math.Round(Math.Pow(2, 9 + rng.NextDouble() * 9));
+        long region = rng.Next(3) == 0 ? disk : disk / 4;
+        long offset = (long)(rng.NextDouble() * region);
+        double a = rng.NextDouble();
+        if (kind == OpKind.Discard || a < 0.3)
+        {
+            // Cluster-aligned, whole clusters: what changes L2 entries and frees clusters.
+            offset -= offset % Cell.ClusterSize;
+            length = Math.Max(Cell.ClusterSize, length - length % Cell.ClusterSize);
+        }
+        else if (a < 0.8)
+        {
+            offset -= offset % SectorModel.SectorSize;
+            length = Math.Max(SectorModel.SectorSize, length - length % SectorModel.SectorSize);
+        }
+        length = Math.Min(length, disk - offset);
+        return (offset, length);
+    }
+
+    private void Verify(Qcow2Image image, string when)
+    {
+        var back = new byte[Model.DiskSize];
+        image.Read(0, back.AsMemory());
+        if (!back.AsSpan().SequenceEqual(Model.Current)) LiveProblems.Add($"live image differs from the model {when}");
+    }
+}
