@@ -57,9 +57,14 @@ public class IoErrorMatrixTests(ITestOutputHelper output)
         var expect = new Expectation(ReadAll(baseDevice));
         var inner = baseDevice.Clone();
         var fault = new FaultInjectingBlockDevice(inner, leaveInnerOpen: true);
-        var image = Qcow2Image.Open(fault, new ImageOpenOptions());
+        var image = Qcow2Image.Open(new BorrowedBlockDevice(fault), new ImageOpenOptions());
         Run(image, IoErrorPoints.Marker, expect);
         Run(image, new Step(StepKind.Flush), expect);
+        if (point.ReopenBeforeTrigger)
+        {
+            image.Dispose();
+            image = Qcow2Image.Open(new BorrowedBlockDevice(fault), new ImageOpenOptions());
+        }
         fault.AddRule(new FaultRule(point.Operation, error) { Range = aim!.Range, Nth = aim.Nth, Once = once });
 
         Exception? failure = null;
@@ -124,13 +129,20 @@ public class IoErrorMatrixTests(ITestOutputHelper output)
         var recorder = new RecordingBlockDevice(device, leaveInnerOpen: true);
         var ignored = new Expectation(new byte[IoErrorPoints.DiskSize]);
         int armed;
-        using (var image = Qcow2Image.Open(recorder, new ImageOpenOptions()))
+        var image = Qcow2Image.Open(new BorrowedBlockDevice(recorder), new ImageOpenOptions());
+        try
         {
             Run(image, IoErrorPoints.Marker, ignored);
             Run(image, new Step(StepKind.Flush), ignored);
+            if (point.ReopenBeforeTrigger)
+            {
+                image.Dispose();
+                image = Qcow2Image.Open(new BorrowedBlockDevice(recorder), new ImageOpenOptions());
+            }
             armed = recorder.Records.Length;
             foreach (var step in point.Trigger) Run(image, step, ignored);
         }
+        finally { image.Dispose(); }
         return new DryRun(baseDevice, QcowLayout.Read(baseDevice), device, QcowLayout.Read(device), recorder.Records, armed);
     }
 

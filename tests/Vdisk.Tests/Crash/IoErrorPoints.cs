@@ -31,6 +31,12 @@ public sealed record Aim((long Offset, long Length)? Range, int Nth = 1);
 public sealed record IoErrorPoint(string Name, Func<bool, MemoryBlockDevice> Setup, Step[] Trigger, DeviceOperation Operation,
     Func<DryRun, Aim?> Target)
 {
+    /// <summary>
+    /// Close and reopen the image between the marker and the trigger, so that tables the marker loaded (an
+    /// in-place write checks its cluster's refcount) are read again by the trigger.
+    /// </summary>
+    public bool ReopenBeforeTrigger { get; init; }
+
     public override string ToString() => Name;
 }
 
@@ -129,7 +135,7 @@ public static class IoErrorPoints
         new("L2 load", Populated, [new(StepKind.Read, FarData, 4096), W(FarData, 4096)], DeviceOperation.Read, d => Cl(d.Before.L2Tables[2])),
         new("L2 update", Populated, [W(256 << 10, 4096), F], DeviceOperation.Write, d => Cl(d.Before.L2Tables[0])),
         new("L2 allocation", Populated, [W(2 << 20, 4096), F], DeviceOperation.Write, d => Cl(d.After.L2Tables[1])),
-        new("refcount block load", Populated, [W(256 << 10, 4096), F], DeviceOperation.Read, d => Cl(d.Before.RefcountBlocks[0])),
+        new("refcount block load", Populated, [W(256 << 10, 4096), F], DeviceOperation.Read, d => Cl(d.Before.RefcountBlocks[0])) { ReopenBeforeTrigger = true },
         new("refcount block update", Populated, [W(256 << 10, 4096), F, Clean], DeviceOperation.Write, d => Cl(d.Before.RefcountBlocks[0])),
         new("refcount block allocation", Small, [W(1 << 20, 64 << 10), F, Clean], DeviceOperation.Write,
             d => d.After.RefcountBlocks.Except(d.Before.RefcountBlocks).Order().Select(b => new Aim((b, 512))).FirstOrDefault()),
