@@ -119,10 +119,13 @@ public sealed class NbdHandshake
         }
         foreach (var export in _exports.Values)
         {
+            // What follows the name is free text; qemu-nbd puts the description there, and nbdinfo --list shows it.
             var name = Encoding.UTF8.GetBytes(export.Name);
-            var reply = new byte[4 + name.Length];
+            var description = Encoding.UTF8.GetBytes(export.Description);
+            var reply = new byte[4 + name.Length + description.Length];
             BinaryPrimitives.WriteUInt32BigEndian(reply, (uint)name.Length);
             name.CopyTo(reply, 4);
+            description.CopyTo(reply, 4 + name.Length);
             await _out.SendOptionReplyAsync(NbdOption.List, NbdOptionReply.Server, reply, ct).ConfigureAwait(false);
         }
         await Ack(NbdOption.List, ct).ConfigureAwait(false);

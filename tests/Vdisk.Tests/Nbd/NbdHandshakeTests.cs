@@ -123,6 +123,7 @@ public sealed class NbdHandshakeTests : IDisposable
         Assert.Equal(NbdOptionReply.Server, server.Type);
         Assert.Equal(3u, BinaryPrimitives.ReadUInt32BigEndian(server.Data));
         Assert.Equal("exp", Encoding.UTF8.GetString(server.Data, 4, 3));
+        Assert.Equal("a test disk", Encoding.UTF8.GetString(server.Data, 7, server.Data.Length - 7));
         Assert.Equal((NbdOption.List, NbdOptionReply.Ack), (output.OptionReply() is var a ? (a.Option, a.Type) : default));
         Assert.Equal((NbdOption.Abort, NbdOptionReply.Ack), (output.OptionReply() is var b ? (b.Option, b.Type) : default));
         Assert.Equal(0, output.Remaining);
