@@ -39,6 +39,17 @@ public sealed partial class NbdConnection
         }
         var extents = await ZeroExtentsAsync(start, length).ConfigureAwait(false);
         if (r.Flags.HasFlag(NbdCommandFlags.DontFragment) && extents.Count > 1) extents = [(0, length, false)];
+        if (extents is [(_, _, false)])
+        {
+            // All data, the usual case: header and data in one buffer go out in one send instead of two.
+            const int Header = NbdReplyWriter.ChunkHeaderSize + 8;
+            var whole = reply.Rent(Header + length);
+            await Export.Image.ReadAsync(start, whole.AsMemory(Header, length)).ConfigureAwait(false);
+            NbdReplyWriter.EncodeChunkHeader(whole, NbdReplyFlags.Done, NbdReplyType.OffsetData, r.Cookie, 8 + length);
+            BinaryPrimitives.WriteInt64BigEndian(whole.AsSpan(NbdReplyWriter.ChunkHeaderSize), start);
+            reply.Add(whole.AsMemory(0, Header + length));
+            return reply;
+        }
         var data = extents.Exists(e => !e.Zero) ? reply.Rent(length) : null;
         foreach (var (at, count, zero) in extents)
             if (!zero) await Export.Image.ReadAsync(start + at, data.AsMemory(at, count)).ConfigureAwait(false);
