@@ -36,6 +36,7 @@ internal static class Help
               info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
               io [-f fmt] [-r] [-n] [-t cache] [-U] [-c command]... filename
               map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+              serve [-f fmt] [-b addr] [-p port | -k socket] [-x name] [-D text] [-r] [-t] [-e clients] [-s] [--cache=mode] [--discard=mode] [--detect-zeroes=mode] [--pid-file=file] filename
 
             Command parameters:
               'filename' is a disk image filename

@@ -29,6 +29,9 @@ public sealed partial class FileBlockDevice : BlockDevice
     public override string Name => _path;
     public override bool IsReadOnly { get; }
     public override int Alignment { get; }
+
+    /// <summary>Write-zeroes is a fallocate(2) call here, not a write of zeroed buffers (Linux, buffered I/O, and the file system accepts it).</summary>
+    internal bool ZeroesByAllocation => OperatingSystem.IsLinux() && Alignment == 1 && !_zeroRangeUnsupported;
     public CacheMode CacheMode => _cache;
 
     /// <summary>Opens an existing file.</summary>

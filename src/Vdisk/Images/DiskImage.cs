@@ -96,6 +96,12 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
     protected virtual ValueTask<ImageCheckResult> CheckCoreAsync(CheckRepair repair, bool async, CancellationToken ct)
         => throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, Path, "This image format does not support checks");
 
+    /// <summary>
+    /// True when write-zeroes of this range would change only metadata or the file's allocation and never write
+    /// zeroed data: what NBD's FAST_ZERO asks. Formats answer false whenever they are not sure.
+    /// </summary>
+    public virtual bool CanZeroWithoutWritingData(long offset, long length) => false;
+
     /// <summary>A seekable <see cref="System.IO.Stream"/> over the virtual disk.</summary>
     public ImageStream AsStream(bool leaveOpen = true) => new(this, leaveOpen);
 

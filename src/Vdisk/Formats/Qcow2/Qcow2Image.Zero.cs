@@ -47,6 +47,18 @@ public sealed partial class Qcow2Image
         if (_writeThrough) await FlushCoreAsync(async, ct).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Only v3 expresses zeros in L2 entries, and only for whole (sub)clusters; with subclusters a compressed
+    /// cluster may still need written zeros unless whole clusters are covered.
+    /// </summary>
+    public override bool CanZeroWithoutWritingData(long offset, long length)
+    {
+        if (_header.Version < 3) return false;
+        long unit = _extended ? ClusterSize : 1L << SubclusterBits;
+        long end = offset + length;
+        return offset % unit == 0 && (end % unit == 0 || end == Size);
+    }
+
     /// <summary>v2 has no zero flag: a whole cluster with nothing below it can simply become unallocated.</summary>
     private async ValueTask<bool> UnallocateIfBackingAbsentAsync(long guestCluster, bool async, CancellationToken ct)
     {

@@ -22,6 +22,8 @@ public sealed class RawImage : DiskImage
     protected override ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool async, CancellationToken ct)
         => Device.WriteZeroesCoreAsync(offset, length, mayUnmap, async, ct);
 
+    public override bool CanZeroWithoutWritingData(long offset, long length) => Device is FileBlockDevice { ZeroesByAllocation: true };
+
     protected override ValueTask DiscardCoreAsync(long offset, long length, bool async, CancellationToken ct)
         => Device.DiscardCoreAsync(offset, length, async, ct);
 
