@@ -35,6 +35,7 @@ public static class CommandLine
                 "io" => IoCommand.Run(ctx, rest),
                 "bench" => BenchCommand.Run(ctx, rest),
                 "check" => CheckCommand.Run(ctx, rest),
+                "convert" => ConvertCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };
