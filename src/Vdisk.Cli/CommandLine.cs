@@ -37,6 +37,7 @@ public static class CommandLine
                 "check" => CheckCommand.Run(ctx, rest),
                 "convert" => ConvertCommand.Run(ctx, rest),
                 "compare" => CompareCommand.Run(ctx, rest),
+                "measure" => MeasureCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };
