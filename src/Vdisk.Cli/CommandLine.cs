@@ -38,6 +38,7 @@ public static class CommandLine
                 "convert" => ConvertCommand.Run(ctx, rest),
                 "compare" => CompareCommand.Run(ctx, rest),
                 "measure" => MeasureCommand.Run(ctx, rest),
+                "dd" => DdCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };
