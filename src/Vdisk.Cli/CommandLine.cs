@@ -36,6 +36,10 @@ public static class CommandLine
                 "bench" => BenchCommand.Run(ctx, rest),
                 "check" => CheckCommand.Run(ctx, rest),
                 "serve" => ServeCommand.Run(ctx, rest),
+                "convert" => ConvertCommand.Run(ctx, rest),
+                "compare" => CompareCommand.Run(ctx, rest),
+                "measure" => MeasureCommand.Run(ctx, rest),
+                "dd" => DdCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };

@@ -69,7 +69,9 @@ public sealed partial class Qcow2Image
         // The sector count covers the data from the sector holding the offset; the stream ends before that.
         long end = (hostOffset & ~511L) + sectors * 512L;
         int length = (int)(end - hostOffset);
-        if (hostOffset + length > Device.Length)
+        // The last stream of a file may end inside its final sector: the file then ends before the sector does.
+        if (hostOffset < Device.Length) length = (int)Math.Min(length, Device.Length - hostOffset);
+        if (hostOffset + length > Device.Length || length <= 0)
             throw new CorruptImageException(Path, $"Compressed cluster at host offset 0x{hostOffset:x} extends past the end of the file", guestOffset);
         var compressed = ArrayPool<byte>.Shared.Rent(length);
         try

@@ -59,6 +59,7 @@ public sealed partial class Qcow2Image
         for (int i = 0; i < _refcounts.EntryCount; i++)
             if (_refcounts.BlockOffset(i) != 0) _overlap.RemoveCluster(_refcounts.BlockOffset(i));
         _overlap.SetRange(MetadataKind.RefcountTable, start << _clusterBits, tableClusters << _clusterBits);
-        _refcounts = new RefcountTable(Device, _header, table, _overlap, _refcounts.Blocks.Capacity, SwitchRefcountTableAsync);
+        _refcounts = new RefcountTable(Device, _header, table, _overlap, _refcounts.Blocks.Capacity, SwitchRefcountTableAsync) { ClusterFreed = OnClusterFreed };
+        _compressedNext = 0;
     }
 }

@@ -49,7 +49,7 @@ public sealed partial class Qcow2Image : DiskImage
             if ((e & (long)Entry.L1OffsetMask) != 0) _overlap.AddCluster(e & (long)Entry.L1OffsetMask, MetadataKind.ActiveL2);
 
         var (l2Tables, refTables) = CacheSizes(options, header);
-        _refcounts = new RefcountTable(device, header, reftable, _overlap, refTables, SwitchRefcountTableAsync, SignalCorruption);
+        _refcounts = new RefcountTable(device, header, reftable, _overlap, refTables, SwitchRefcountTableAsync, SignalCorruption) { ClusterFreed = OnClusterFreed };
         _l2Cache = new TableCache(device, ClusterSize, l2Tables, WriteBackRefcountsFirstAsync, CheckL2Write);
     }
 

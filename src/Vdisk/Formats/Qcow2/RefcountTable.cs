@@ -47,6 +47,8 @@ internal sealed partial class RefcountTable
     }
 
     public TableCache Blocks { get; }
+    /// <summary>Called when a cluster's refcount drops to zero, so that callers holding on to it let go.</summary>
+    public Action<long>? ClusterFreed { get; set; }
     public int EntryCount => _table.Length;
     public long BlockOffset(int index) => _table[index];
     public int Order => _order;
@@ -113,7 +115,11 @@ internal sealed partial class RefcountTable
                 $"Refcount of cluster {cluster} would exceed {MaxRefcount}; use qemu-img amend to increase the refcount entry width");
         RefcountBlock.Set(block.Data, _order, slot, updated);
         Blocks.MarkDirty(block);
-        if (updated == 0 && cluster < _freeHint) _freeHint = cluster;
+        if (updated == 0)
+        {
+            if (cluster < _freeHint) _freeHint = cluster;
+            ClusterFreed?.Invoke(cluster);
+        }
     }
 
     /// <summary>Allocates <paramref name="count"/> contiguous free clusters, with refcount 1, and returns the first offset.</summary>
