@@ -35,6 +35,8 @@ public static class CommandLine
                 "io" => IoCommand.Run(ctx, rest),
                 "bench" => BenchCommand.Run(ctx, rest),
                 "check" => CheckCommand.Run(ctx, rest),
+                "snapshot" => SnapshotCommand.Run(ctx, rest),
+                "resize" => ResizeCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };

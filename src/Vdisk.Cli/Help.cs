@@ -34,7 +34,9 @@ internal static class Help
               bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename
               create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
               info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
-              io [-f fmt] [-r] [-n] [-t cache] [-U] [-c command]... filename
+              io [-f fmt] [-r] [-n] [-t cache] [-U] [-l snapshot] [-c command]... filename
+              resize [-f fmt] [-q] [--preallocation=prealloc] [--shrink] filename [+ | -]size
+              snapshot [-q] [-l | -a snapshot | -c snapshot [--vmstate file] | -d snapshot | --dump-vmstate snapshot out] filename
               map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
 
             Command parameters:
