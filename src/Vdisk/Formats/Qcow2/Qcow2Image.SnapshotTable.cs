@@ -37,8 +37,10 @@ public sealed partial class Qcow2Image
                     {
                         list.Add(p.Entry);
                         consumed += p.Length;
-                        Array.Copy(buffer, p.Length, buffer, 0, have - p.Length);
-                        have -= p.Length;
+                        int used = Math.Min(p.Length, have);
+                        Array.Copy(buffer, used, buffer, 0, have - used);
+                        have -= used;
+                        pos += p.Length - used;
                         break;
                     }
                     if (consumed + have >= Qcow2Header.MaxSnapshotTableBytes)

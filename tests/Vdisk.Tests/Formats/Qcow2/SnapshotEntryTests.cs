@@ -62,5 +62,11 @@ public class SnapshotEntryTests
         BinaryPrimitives.WriteUInt32BigEndian(raw.AsSpan(SnapshotField.ExtraDataSize), 24);
         Assert.Null(SnapshotEntry.TryParse(raw, 0, 0, "t"));
         Assert.Null(SnapshotEntry.TryParse(raw.AsSpan(0, 39), 0, 0, "t"));
+        // The last entry's padding may be missing at the end of the file: 40 + 24 + 1 + 1 bytes suffice.
+        var unpadded = new byte[66];
+        BinaryPrimitives.WriteUInt32BigEndian(unpadded.AsSpan(SnapshotField.ExtraDataSize), 24);
+        BinaryPrimitives.WriteUInt16BigEndian(unpadded.AsSpan(SnapshotField.IdLength), 1);
+        BinaryPrimitives.WriteUInt16BigEndian(unpadded.AsSpan(SnapshotField.NameLength), 1);
+        Assert.Equal(72, SnapshotEntry.TryParse(unpadded, 0, 0, "t")!.Value.Length);
     }
 }

@@ -45,8 +45,8 @@ public sealed class SnapshotEntry
          + Encoding.UTF8.GetByteCount(Name) + 7) & ~7;
 
     /// <summary>
-    /// Parses the entry at the start of <paramref name="data"/>, returning it and its padded length; null when
-    /// <paramref name="data"/> is too short to hold it (the caller reads more). <paramref name="currentSize"/>
+    /// Parses the entry at the start of <paramref name="data"/>, returning it and its padded length (which may
+    /// exceed <paramref name="data"/>); null when <paramref name="data"/> is too short to hold it (the caller reads more). <paramref name="currentSize"/>
     /// stands in for the disk size of entries written before that field existed, as QEMU does.
     /// </summary>
     public static (SnapshotEntry Entry, int Length)? TryParse(ReadOnlySpan<byte> data, int index, long currentSize, string path)
@@ -58,8 +58,10 @@ public sealed class SnapshotEntry
         if (extraLength > SnapshotField.MaxExtraLength)
             throw new DiskImageException(DiskImageErrorKind.CorruptImage, path,
                 $"Too much extra metadata in snapshot table entry {index}\nYou can force-remove this extra metadata with qemu-img check -r all");
-        int length = (int)((SnapshotField.FixedLength + extraLength + idLength + nameLength + 7) & ~7L);
-        if (data.Length < length) return null;
+        long unpadded = SnapshotField.FixedLength + extraLength + idLength + nameLength;
+        int length = (int)((unpadded + 7) & ~7L);
+        // The padding of the last entry may lie past the end of the file (QEMU does not write it).
+        if (data.Length < unpadded) return null;
 
         var e = new SnapshotEntry
         {
