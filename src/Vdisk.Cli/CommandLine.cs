@@ -40,6 +40,8 @@ public static class CommandLine
                 "compare" => CompareCommand.Run(ctx, rest),
                 "measure" => MeasureCommand.Run(ctx, rest),
                 "dd" => DdCommand.Run(ctx, rest),
+                "snapshot" => SnapshotCommand.Run(ctx, rest),
+                "resize" => ResizeCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };

@@ -38,7 +38,9 @@ internal static class Help
               create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
               dd [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
               info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
-              io [-f fmt] [-r] [-n] [-t cache] [-U] [-c command]... filename
+              io [-f fmt] [-r] [-n] [-t cache] [-U] [-l snapshot] [-c command]... filename
+              resize [-f fmt] [-q] [--preallocation=prealloc] [--shrink] filename [+ | -]size
+              snapshot [-q] [-l | -a snapshot | -c snapshot [--vmstate file] | -d snapshot | --dump-vmstate snapshot out] filename
               map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
               measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]
               serve [-f fmt] [-b addr] [-p port | -k socket] [-x name] [-D text] [-r] [-t] [-e clients] [-s] [--cache=mode] [--discard=mode] [--detect-zeroes=mode] [--pid-file=file] filename

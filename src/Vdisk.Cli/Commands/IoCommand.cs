@@ -16,13 +16,13 @@ internal static class IoCommand
         new("read-only", false, "r"), new("snapshot", false, "s"), new("nocache", false, "n"),
         new("copy-on-read", false, "C"), new("misalign", false, "m"), new("native-aio", false, "k"),
         new("aio", true, "i"), new("cache", true, "t"), new("discard", true, "d"), new("trace", true, "T"),
-        new("force-share", false, "U"), new("image-opts", false, "image-opts"), new("object", true, "object"),
+        new("force-share", false, "U"), new("load-snapshot", true, "l"), new("image-opts", false, "image-opts"), new("object", true, "object"),
     };
 
     public static int Run(CliContext ctx, IReadOnlyList<string> args)
     {
         ParsedArgs parsed;
-        try { parsed = GetOpt.Parse(args, "hVc:d:f:rsnCmki:t:T:U", Longs, GetOptStyle.Glibc); }
+        try { parsed = GetOpt.Parse(args, "hVc:d:f:rsnCmki:t:T:Ul:", Longs, GetOptStyle.Glibc); }
         catch (GetOptException e)
         {
             ctx.Error(e.Message);
@@ -30,7 +30,7 @@ internal static class IoCommand
             return 1;
         }
         var commands = new List<string>();
-        string? format = null;
+        string? format = null, snapshot = null;
         bool readOnly = false;
         var cache = CacheMode.Writethrough; // qemu-io's default, unlike qemu-img's writeback
         foreach (var (key, value) in parsed.Options)
@@ -42,6 +42,7 @@ internal static class IoCommand
                 case "c": commands.Add(value!); break;
                 case "f": format = value; break;
                 case "r": readOnly = true; break;
+                case "l": snapshot = value; readOnly = true; break;
                 case "n": cache = CacheMode.None; break;
                 case "t":
                     if (!CacheModes.TryParse(value!, out cache)) throw new CliException($"Invalid cache option: {value}");
@@ -61,7 +62,7 @@ internal static class IoCommand
         if (parsed.Positionals.Count == 1)
         {
             string file = parsed.Positionals[0];
-            try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Cache = cache, Format = format, Messages = ctx.Err.WriteLine }); }
+            try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Cache = cache, Format = format, Messages = ctx.Err.WriteLine, Snapshot = snapshot }); }
             catch (Exception e) when (e is IOException or NotImplementedException)
             {
                 throw new CliException($"can't open device {file}: {Errors.Describe(e)}");
@@ -133,6 +134,7 @@ internal static class IoCommand
                                from the given string
           -f, --format FMT     specifies the block driver to use
           -r, --read-only      export read-only
+          -l, --load-snapshot NAME  open internal snapshot NAME (ID or tag), read-only
           -n, --nocache        disable host cache, short for -t none
           -t, --cache=MODE     use the given cache mode for the image
           -U, --force-share    force shared permissions

@@ -7,20 +7,21 @@ namespace Vdisk.Cli.Output;
 internal sealed record ImageInfo(
     string Filename, string Format, long VirtualSize, long ActualSize, int ClusterSize,
     string? BackingFilename, string? FullBackingFilename, string? BackingFormat, bool Dirty,
-    IReadOnlyList<InfoField> FormatSpecific)
+    IReadOnlyList<InfoField> FormatSpecific, IReadOnlyList<SnapshotInfo> Snapshots)
 {
     public static ImageInfo From(DiskImage image, string filename)
     {
         string? backing = image.BackingFileName;
         return new ImageInfo(filename, image.FormatName, image.Size, image.Device.GetAllocatedSize(), image.ClusterSize,
             backing, backing is null ? null : DiskImages.ResolveBackingPath(filename, backing), image.BackingFormatName,
-            image.IsDirty, image.FormatSpecificInfo);
+            image.IsDirty, image.FormatSpecificInfo, image.Snapshots);
     }
 
     /// <summary>qemu-img info's JSON object, members in qemu's order.</summary>
     public JsonObject ToJson()
     {
         var o = new JsonObject();
+        if (Snapshots.Count > 0) o.Add("snapshots", Snapshots.Select(s => (object)SnapshotTable.ToJson(s)).ToList());
         if (BackingFormat is not null) o.Add("backing-filename-format", BackingFormat);
         o.Add("virtual-size", VirtualSize);
         o.Add("filename", Filename);
@@ -59,6 +60,7 @@ internal sealed record ImageInfo(
             sb.Append('\n');
             if (BackingFormat is not null) sb.Append("backing file format: ").Append(BackingFormat).Append('\n');
         }
+        if (Snapshots.Count > 0) sb.Append(SnapshotTable.ToHuman(Snapshots));
         if (FormatSpecific.Count > 0)
         {
             sb.Append("Format specific information:\n");

@@ -36,6 +36,8 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
     public virtual bool IsDirty => false;
     /// <summary>Format-specific facts for `info` ("Format specific information"), in display order; empty if none.</summary>
     public virtual IReadOnlyList<InfoField> FormatSpecificInfo => Array.Empty<InfoField>();
+    /// <summary>Internal snapshots, in table order; empty for formats without them.</summary>
+    public virtual IReadOnlyList<SnapshotInfo> Snapshots => Array.Empty<SnapshotInfo>();
 
     // ---- the one implementation of each operation, in the format driver ----
     protected abstract ValueTask ReadCoreAsync(long offset, Memory<byte> buffer, bool async, CancellationToken ct);
@@ -101,6 +103,28 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
     /// zeroed data: what NBD's FAST_ZERO asks. Formats answer false whenever they are not sure.
     /// </summary>
     public virtual bool CanZeroWithoutWritingData(long offset, long length) => false;
+
+    /// <summary>
+    /// Changes the virtual size (qemu-img resize). Growing reads as zeros past the old end unless
+    /// <paramref name="preallocation"/> (off, metadata, falloc, full) allocates it; shrinking drops the data past
+    /// the new end. Formats that cannot resize throw <see cref="DiskImageErrorKind.UnsupportedFeature"/>.
+    /// </summary>
+    public void Resize(long size, string preallocation = "off") => ResizeChecked(size, preallocation, false, default).GetAwaiter().GetResult();
+    public ValueTask ResizeAsync(long size, string preallocation = "off", CancellationToken ct = default) => ResizeChecked(size, preallocation, true, ct);
+
+    private ValueTask ResizeChecked(long size, string preallocation, bool async, CancellationToken ct)
+    {
+        CheckWritable();
+        if (size < 0) throw new DiskImageException(DiskImageErrorKind.InvalidArgument, Path, "New image size must be positive");
+        if (preallocation is not ("off" or "metadata" or "falloc" or "full"))
+            throw new DiskImageException(DiskImageErrorKind.InvalidArgument, Path, $"Invalid parameter '{preallocation}'");
+        if (size < Size && preallocation != "off")
+            throw new DiskImageException(DiskImageErrorKind.InvalidArgument, Path, "Preallocation can't be used for shrinking an image");
+        return ResizeCoreAsync(size, preallocation, async, ct);
+    }
+
+    protected virtual ValueTask ResizeCoreAsync(long size, string preallocation, bool async, CancellationToken ct)
+        => throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, Path, "Image format driver does not support resize");
 
     /// <summary>A seekable <see cref="System.IO.Stream"/> over the virtual disk.</summary>
     public ImageStream AsStream(bool leaveOpen = true) => new(this, leaveOpen);

@@ -48,7 +48,7 @@ public static class DiskImages
         var resolved = ResolveBackingPath(imagePath, backingName);
         try
         {
-            return Open(resolved, parent with { ReadOnly = true, Format = backingFormat, NoBacking = false, Options = new Dictionary<string, string>() });
+            return Open(resolved, parent with { ReadOnly = true, Format = backingFormat, NoBacking = false, Snapshot = null, Options = new Dictionary<string, string>() });
         }
         catch (DiskImageException e) when (e.Kind == DiskImageErrorKind.NotFound)
         {

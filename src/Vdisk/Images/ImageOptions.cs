@@ -9,6 +9,8 @@ public sealed record ImageOpenOptions
     public CacheMode Cache { get; init; } = CacheMode.Writeback;
     /// <summary>Format name; null probes the file's magic, as QEMU does.</summary>
     public string? Format { get; init; }
+    /// <summary>An internal snapshot (ID or name) to open read-only instead of the active image (qemu-img's -l).</summary>
+    public string? Snapshot { get; init; }
     /// <summary>Do not open the backing file (qemu-img info does not need it).</summary>
     public bool NoBacking { get; init; }
     /// <summary>

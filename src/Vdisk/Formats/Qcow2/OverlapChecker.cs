@@ -32,6 +32,14 @@ internal sealed class OverlapChecker
         if (length > 0) _ranges.Add((offset, offset + length, kind));
     }
 
+    /// <summary>Replaces every range of one kind (the snapshots' L1 tables are many ranges of one kind).</summary>
+    public void SetRanges(MetadataKind kind, IEnumerable<(long Offset, long Length)> ranges)
+    {
+        _ranges.RemoveAll(r => r.Kind == kind);
+        foreach (var (offset, length) in ranges)
+            if (length > 0) _ranges.Add((offset, offset + length, kind));
+    }
+
     public void AddCluster(long offset, MetadataKind kind) => _clusters[offset >> _clusterBits] = kind;
     public void RemoveCluster(long offset) => _clusters.Remove(offset >> _clusterBits);
 

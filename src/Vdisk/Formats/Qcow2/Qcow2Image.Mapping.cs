@@ -16,6 +16,8 @@ public sealed partial class Qcow2Image
     /// <summary>The L2 table for an L1 index, or null if the L1 entry is empty. Caller holds the lock.</summary>
     private async ValueTask<CachedTable?> GetL2TableAsync(long l1Index, bool async, CancellationToken ct)
     {
+        // Past the L1 table (VM state not yet written) nothing is allocated.
+        if (l1Index >= _l1.Length) return null;
         long l2Offset = _l1[l1Index] & (long)Entry.L1OffsetMask;
         if (l2Offset == 0) return null;
         if ((l2Offset & (ClusterSize - 1)) != 0)

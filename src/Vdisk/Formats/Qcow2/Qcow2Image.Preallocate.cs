@@ -6,7 +6,8 @@ namespace Vdisk.Formats.Qcow2;
 /// <summary>preallocation=metadata|falloc|full: every guest cluster gets its host cluster at creation.</summary>
 public sealed partial class Qcow2Image
 {
-    internal void Preallocate(string mode)
+    /// <summary>Gives every guest cluster from <paramref name="fromCluster"/> on that has none a host cluster.</summary>
+    internal void Preallocate(string mode, long fromCluster = 0)
     {
         long clusters = (Size + ClusterSize - 1) >> _clusterBits;
         long lastData = 0;
@@ -15,8 +16,10 @@ public sealed partial class Qcow2Image
         _lock.Wait();
         try
         {
-            for (long c = 0; c < clusters; c++)
+            for (long c = fromCluster; c < clusters; c++)
             {
+                var existing = LookupAsync(c, false, default).GetAwaiter().GetResult();
+                if (existing.Kind(_extended) is ClusterKind.Normal or ClusterKind.Compressed or ClusterKind.ZeroAllocated) continue;
                 var l2 = GetWritableL2Async(c >> _l2Bits, false, default).GetAwaiter().GetResult();
                 long host = _refcounts.AllocateAsync(1, false).GetAwaiter().GetResult();
                 WriteEntry(l2, c & (L2Entries - 1), (ulong)host | Entry.Copied, _extended ? Entry.AllAllocatedBitmap : 0);
@@ -27,7 +30,7 @@ public sealed partial class Qcow2Image
             FlushMetadataLockedAsync(false, default).GetAwaiter().GetResult();
         }
         finally { _lock.Release(); }
-        if (clusters == 0) return;
+        if (clusters <= fromCluster || runs.Count == 0) return;
         switch (mode)
         {
             case "metadata":

@@ -144,7 +144,7 @@ public sealed partial class Qcow2Image
                     var old = await LookupAsync(guestCluster, async, ct).ConfigureAwait(false);
                     var (raw, bitmap, release) = change(old);
                     if (raw == old.Raw && bitmap == old.Bitmap) return;
-                    if (raw == 0 && bitmap == 0 && _l1[guestCluster >> _l2Bits] == 0) return;
+                    if (raw == 0 && bitmap == 0 && ((guestCluster >> _l2Bits) >= _l1.Length || _l1[guestCluster >> _l2Bits] == 0)) return;
                     var l2 = await GetWritableL2Async(guestCluster >> _l2Bits, async, ct).ConfigureAwait(false);
                     // Re-read: making the table writable may have copied it (entries lose COPIED).
                     var current = ReadEntry(l2, guestCluster & (L2Entries - 1));

@@ -14,7 +14,9 @@ public sealed partial class Qcow2Image : DiskImage
 {
     private readonly Qcow2Header _header;
     private readonly SemaphoreSlim _lock = new(1, 1);
-    private readonly long[] _l1;
+    // Replaced (under the lock) when the active L1 table moves: growth, snapshot apply.
+    private long[] _l1;
+    private List<SnapshotEntry> _snapshots = new();
     private readonly SortedSet<int> _dirtyL1 = new();
     private readonly TableCache _l2Cache;
     private RefcountTable _refcounts;
@@ -44,7 +46,6 @@ public sealed partial class Qcow2Image : DiskImage
         _overlap.SetRange(MetadataKind.Header, 0, ClusterSize);
         _overlap.SetRange(MetadataKind.ActiveL1, header.L1TableOffset, header.L1Size * 8L);
         _overlap.SetRange(MetadataKind.RefcountTable, header.RefcountTableOffset, (long)header.RefcountTableClusters << _clusterBits);
-        _overlap.SetRange(MetadataKind.SnapshotTable, header.SnapshotsOffset, header.SnapshotCount == 0 ? 0 : ClusterSize);
         foreach (long e in l1)
             if ((e & (long)Entry.L1OffsetMask) != 0) _overlap.AddCluster(e & (long)Entry.L1OffsetMask, MetadataKind.ActiveL2);
 
@@ -84,7 +85,7 @@ public sealed partial class Qcow2Image : DiskImage
         }
     }
 
-    /// <summary>Opens a qcow2 image on a device (taking ownership of it).</summary>
+    /// <summary>Opens a qcow2 image on a device (taking ownership of it); with <c>options.Snapshot</c>, one of its snapshots, read-only.</summary>
     public static Qcow2Image Open(BlockDevice device, ImageOpenOptions options)
     {
         string path = device.Name;
@@ -107,9 +108,26 @@ public sealed partial class Qcow2Image : DiskImage
         if (header.Incompatible.HasFlag(IncompatibleFeatures.ExternalDataFile))
             throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, path, "'data-file' is required for this image (external data files are not supported)");
 
+        var (snapshots, snapshotTableBytes) = LoadSnapshotTable(device, header, options.ForCheck);
+        SnapshotEntry? view = null;
+        if (options.Snapshot is { } wanted)
+        {
+            view = FindSnapshot(snapshots, wanted) ?? throw new DiskImageException(DiskImageErrorKind.NotFound, path,
+                $"Failed to load snapshot: Can't find snapshot '{wanted}'");
+            ValidateSnapshotL1(view, header, fileLength, path);
+            // The snapshot's own L1 table and size stand in for the active ones; nothing is ever written.
+            header.L1TableOffset = view.L1TableOffset;
+            header.L1Size = view.L1Size;
+            header.Size = view.DiskSize;
+            readOnly = true;
+        }
         var l1 = LoadL1(device, header);
         var reftable = RefcountTable.LoadTableAsync(device, header, false).GetAwaiter().GetResult();
         var image = new Qcow2Image(device, readOnly, header, l1, reftable, options);
+        image._snapshots = snapshots;
+        image._snapshotTableBytes = snapshotTableBytes;
+        image._viewedSnapshot = view;
+        image.UpdateSnapshotOverlapRanges();
         try
         {
             if (!readOnly) image.ClearUnknownAutoclearBits();

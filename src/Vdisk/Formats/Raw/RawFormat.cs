@@ -11,7 +11,15 @@ public sealed class RawFormat : ImageFormat
 
     public override int Probe(ReadOnlySpan<byte> header, string path) => 1;
 
-    public override DiskImage Open(BlockDevice device, ImageOpenOptions options) => new RawImage(device, options.ReadOnly);
+    public override DiskImage Open(BlockDevice device, ImageOpenOptions options)
+    {
+        if (options.Snapshot is not null)
+        {
+            device.Dispose();
+            throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, device.Name, "raw images have no internal snapshots");
+        }
+        return new RawImage(device, options.ReadOnly);
+    }
 
     public override void Create(BlockDevice device, ImageCreateOptions options)
     {

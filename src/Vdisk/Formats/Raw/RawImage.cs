@@ -35,6 +35,27 @@ public sealed class RawImage : DiskImage
         return new LayerStatus(offset, Math.Min(extent.Length, length), extent.IsData ? LayerAllocation.Data : LayerAllocation.Zero, offset);
     }
 
+    /// <summary>The file takes the new length; falloc and full preallocate the grown part, as qemu-img does.</summary>
+    protected override async ValueTask ResizeCoreAsync(long size, string preallocation, bool async, CancellationToken ct)
+    {
+        long old = Size;
+        await Device.SetLengthCoreAsync(size, async, ct).ConfigureAwait(false);
+        if (size > old)
+        {
+            switch (preallocation)
+            {
+                case "falloc" when Device is FileBlockDevice f:
+                    f.Allocate(old, size - old);
+                    break;
+                case "full":
+                    RawFormat.WriteZeros(Device, old, size - old);
+                    break;
+            }
+        }
+        await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
+        Size = size;
+    }
+
     protected override ValueTask CloseCoreAsync(bool async)
         => IsReadOnly ? ValueTask.CompletedTask : Device.FlushCoreAsync(async, default);
 }

@@ -1,0 +1,78 @@
+using Vdisk.Images;
+
+namespace Vdisk.Formats.Qcow2;
+
+/// <summary>
+/// Resize, with qemu-img's semantics. Growing: the active VM state (past the old end) is dropped first so it
+/// never shows up as guest data, then either the size field alone changes or a larger L1 table is written and
+/// switched to together with the size. Shrinking: the clusters past the new end are released and the L1 entries
+/// past it cleared (durably) before the size field changes; the file is then cut after its last used cluster.
+/// A crash at any point leaves the old size or the new one, with leaks at worst.
+/// </summary>
+public sealed partial class Qcow2Image
+{
+    protected override async ValueTask ResizeCoreAsync(long size, string preallocation, bool async, CancellationToken ct)
+    {
+        ThrowIfCorrupt();
+        if ((size & 511) != 0)
+            throw new DiskImageException(DiskImageErrorKind.InvalidArgument, Path, "The new size must be a multiple of 512");
+        if (_snapshots.Count > 0 && _header.Version < 3)
+            throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, Path, "Can't resize a v2 image which has snapshots");
+        long old = Size;
+        await LockAsync(async, ct).ConfigureAwait(false);
+        try
+        {
+            if (size == old) return;
+            long needed = _header.L1EntriesFor(size);
+            await DropVmStateLockedAsync(async, ct).ConfigureAwait(false);
+            if (size > old)
+            {
+                if (needed > _l1.Length) await ReplaceL1Async(needed, size, async, ct).ConfigureAwait(false);
+                else await WriteSizeAsync(size, async, ct).ConfigureAwait(false);
+            }
+            else
+            {
+                await ReleaseTailAsync(size, needed, async, ct).ConfigureAwait(false);
+                await FlushMetadataLockedAsync(async, ct).ConfigureAwait(false);
+                await WriteSizeAsync(size, async, ct).ConfigureAwait(false);
+                await TruncateFileAsync(async, ct).ConfigureAwait(false);
+            }
+        }
+        finally { Unlock(); }
+        if (size > old && preallocation != "off") Preallocate(preallocation, old >> _clusterBits);
+    }
+
+    /// <summary>Unmaps every cluster wholly past <paramref name="size"/> and clears the L1 entries past the new disk. Caller holds the lock.</summary>
+    private async ValueTask ReleaseTailAsync(long size, long neededL1, bool async, CancellationToken ct)
+    {
+        long firstCluster = (size + ClusterSize - 1) >> _clusterBits;
+        long keptEnd = Math.Min(Size + ClusterSize - 1 >> _clusterBits, neededL1 << _l2Bits);
+        for (long c = firstCluster; c < keptEnd; c++)
+        {
+            var l2 = await GetL2TableAsync(c >> _l2Bits, async, ct).ConfigureAwait(false);
+            if (l2 is null)
+            {
+                c = (((c >> _l2Bits) + 1) << _l2Bits) - 1;
+                continue;
+            }
+            var e = ReadEntry(l2, c & (L2Entries - 1));
+            if (e.Raw == 0 && e.Bitmap == 0) continue;
+            var writable = await GetWritableL2Async(c >> _l2Bits, async, ct).ConfigureAwait(false);
+            WriteEntry(writable, c & (L2Entries - 1), 0, 0);
+            ReleaseOldCluster(e, discard: true);
+        }
+        // Tables leave the cache: what they hold must be on disk first.
+        await FlushMetadataLockedAsync(async, ct).ConfigureAwait(false);
+        await QueueDropL1EntriesFromAsync(neededL1, async, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Cuts the file after the last cluster with a nonzero refcount, as QEMU does after a shrink. Caller holds the lock.</summary>
+    private async ValueTask TruncateFileAsync(bool async, CancellationToken ct)
+    {
+        long fileClusters = (Device.Length + ClusterSize - 1) >> _clusterBits;
+        long last = fileClusters - 1;
+        while (last > 0 && await _refcounts.GetAsync(last, async, ct).ConfigureAwait(false) == 0) last--;
+        long end = (last + 1) << _clusterBits;
+        if (end < Device.Length) await Device.SetLengthCoreAsync(end, async, ct).ConfigureAwait(false);
+    }
+}
