@@ -35,6 +35,9 @@ public static class Tools
     /// <summary>Runs the vdisk CLI built next to the tests.</summary>
     public static ToolResult Vdisk(params string[] args)
     {
+        // VDISK_CLI points at another build of the CLI (e.g. the native one ./vdisk runs) to test that instead.
+        var cli = Environment.GetEnvironmentVariable("VDISK_CLI");
+        if (!string.IsNullOrEmpty(cli)) return RunWithTimeout(cli, args, TimeSpan.FromMinutes(5));
         var dll = Path.Combine(AppContext.BaseDirectory, "Vdisk.Cli.dll");
         return RunWithTimeout("dotnet", new[] { dll }.Concat(args), TimeSpan.FromMinutes(5));
     }
