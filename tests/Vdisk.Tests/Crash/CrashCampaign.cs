@@ -9,6 +9,8 @@ public sealed class CampaignCounts
 {
     public int Workloads, States, Clean, LeaksOnly, CorruptDirty, Repaired, QemuChecked, RefcountGrowths, CrashesInRepair;
     public int FlushedMismatches, UnflushedMismatches, StatesWithMismatch;
+    public int SnapshotCreates, SnapshotApplies, SnapshotDeletes, Resizes, L1Grows;
+    public int InsideSnapshotOp, InsideResize, CopiedOnly, NewSize;
     public int FailureCount;
     public Dictionary<CrashVariant, int> ByVariant { get; } = new();
     public List<string> Failures { get; } = new();
@@ -22,7 +24,9 @@ public sealed class CampaignCounts
     public string Summary(string name) =>
         $"{name,-28} workloads {Workloads,3} (reftable grew in {RefcountGrowths}) | states {States,5}: clean {Clean}, leaks-only {LeaksOnly}, " +
         $"corrupt+dirty {CorruptDirty}, repaired {Repaired}, qemu-checked {QemuChecked}, crashes inside a repair {CrashesInRepair} | mismatches: flushed {FlushedMismatches}, " +
-        $"unflushed {UnflushedMismatches} | failures {FailureCount} | variants {string.Join(' ', ByVariant.OrderBy(k => k.Key).Select(k => $"{k.Key}={k.Value}"))}";
+        $"unflushed {UnflushedMismatches} | ops: snapshot create {SnapshotCreates}, apply {SnapshotApplies}, delete {SnapshotDeletes}, resize {Resizes} " +
+        $"(L1 moved {L1Grows}) | states inside a snapshot op {InsideSnapshotOp} (COPIED-only {CopiedOnly}), inside a resize {InsideResize} " +
+        $"(new size {NewSize}) | failures {FailureCount} | variants {string.Join(' ', ByVariant.OrderBy(k => k.Key).Select(k => $"{k.Key}={k.Value}"))}";
 }
 
 /// <summary>
@@ -35,9 +39,10 @@ public sealed class CrashCampaign
 {
     /// <summary>
     /// Runs on every <see cref="SampleEvery"/>th state, once as the crash left it (second argument false) and once
-    /// repaired (true); returns null when it is fine, else the problem.
+    /// repaired (true); the third says that COPIED-flag errors are allowed (the crash interrupted a snapshot
+    /// operation). Returns null when it is fine, else the problem.
     /// </summary>
-    public Func<MemoryBlockDevice, bool, string?>? ExternalCheck { get; init; }
+    public Func<MemoryBlockDevice, bool, bool, string?>? ExternalCheck { get; init; }
     public int SampleEvery { get; init; } = 50;
     /// <summary>Every this many states that need a repair, the repair itself is recorded and crashed in a few places.</summary>
     public int CrashRepairEvery { get; init; } = 8;
@@ -47,6 +52,11 @@ public sealed class CrashCampaign
     {
         counts.Workloads++;
         if (w.RefcountTableGrew) counts.RefcountGrowths++;
+        counts.SnapshotCreates += w.Ops.Count(o => o.Kind == OpKind.SnapshotCreate);
+        counts.SnapshotApplies += w.Ops.Count(o => o.Kind == OpKind.SnapshotApply);
+        counts.SnapshotDeletes += w.Ops.Count(o => o.Kind == OpKind.SnapshotDelete);
+        counts.Resizes += w.Ops.Count(o => o.Kind == OpKind.Resize);
+        counts.L1Grows += w.L1Grows;
         foreach (var p in w.LiveProblems) counts.Fail($"{w.Cell} seed {w.Seed}: {p}");
         var finalLayout = QcowLayout.Read(w.Final);
         var rng = new Random(w.Seed * 7919 + 1);
@@ -75,13 +85,22 @@ public sealed class CrashCampaign
         int durable = CrashStates.DurableOp(w, state), last = CrashStates.LastStartedOp(w, state);
         var disk = new byte[w.Cell.DiskSize];
         bool needsRepair;
+        var interrupted = CrashStates.InterruptedOps(w, state);
+        // A snapshot operation rewrites COPIED flags after the refcounts change; cut in between, they disagree.
+        bool copiedAllowed = interrupted.Any(o => o.IsSnapshotOp);
+        var sizes = CrashStates.AllowedSizes(w, state, durable, last);
+        if (!nested)
+        {
+            if (copiedAllowed) counts.InsideSnapshotOp++;
+            if (interrupted.Any(o => o.Kind == OpKind.Resize)) counts.InsideResize++;
+        }
         bool sampled = !nested && ExternalCheck is not null && counts.States % SampleEvery == 0;
-        if (sampled && ExternalCheck!(device, false) is { } crashProblem) counts.Fail($"{where}: external check of the crash state: {crashProblem}");
+        if (sampled && ExternalCheck!(device, false, copiedAllowed) is { } crashProblem) counts.Fail($"{where}: external check of the crash state: {crashProblem}");
         CheckSingleReferences(device, "after the crash", where, counts);
         using (var ro = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
         {
-            ro.Read(0, disk.AsMemory());
-            CountVerdict(w.Model.Verify(disk, durable, last), "after the crash", where, counts);
+            ReadAndVerify(w, ro, disk, durable, last, sizes, "after the crash", where, counts);
+            if (!nested && ro.Size != sizes[0] && interrupted.Any(o => o.Kind == OpKind.Resize)) counts.NewSize++;
             var check = ro.Check();
             needsRepair = !check.IsClean || ro.IsDirty;
             bool corrupt = check.Corruptions != 0 || check.CheckErrors != 0;
@@ -91,7 +110,9 @@ public sealed class CrashCampaign
                 else if (!corrupt) counts.LeaksOnly++;
                 else if (ro.IsDirty) counts.CorruptDirty++;
             }
-            if (corrupt && !(w.Cell.LazyRefcounts && ro.IsDirty)) counts.Fail($"{where}: check found {check.Corruptions} corruptions{(ro.IsDirty ? "" : " without the dirty bit")}: {string.Join("; ", check.Messages.Take(4))}");
+            bool copiedOnly = copiedAllowed && check.CheckErrors == 0 && check.Corruptions == check.Messages.Count(m => m.StartsWith("ERROR OFLAG_COPIED", StringComparison.Ordinal));
+            if (copiedOnly && corrupt && !nested) counts.CopiedOnly++;
+            if (corrupt && !copiedOnly && !(w.Cell.LazyRefcounts && ro.IsDirty)) counts.Fail($"{where}: check found {check.Corruptions} corruptions{(ro.IsDirty ? "" : " without the dirty bit")}: {string.Join("; ", check.Messages.Take(4))}");
         }
 
         if (needsRepair && !nested) counts.Repaired++;
@@ -108,8 +129,7 @@ public sealed class CrashCampaign
             var check = after.Check();
             if (!check.IsClean || after.IsDirty)
                 counts.Fail($"{where}: not clean after repair ({check.Corruptions} corruptions, {check.Leaks} leaks, dirty {after.IsDirty}): {string.Join("; ", check.Messages.Take(4))}");
-            after.Read(0, disk.AsMemory());
-            CountVerdict(w.Model.Verify(disk, durable, last), "after repair", where, counts);
+            ReadAndVerify(w, after, disk, durable, last, sizes, "after repair", where, counts);
         }
 
         CheckSingleReferences(device, "after repair", where, counts);
@@ -117,7 +137,7 @@ public sealed class CrashCampaign
         if (sampled)
         {
             counts.QemuChecked++;
-            if (ExternalCheck!(device, true) is { } problem) counts.Fail($"{where}: external check after repair: {problem}");
+            if (ExternalCheck!(device, true, false) is { } problem) counts.Fail($"{where}: external check after repair: {problem}");
         }
     }
 
@@ -148,6 +168,14 @@ public sealed class CrashCampaign
     {
         var twice = QcowLayout.Read(device).ReferencedTwice.Take(3).ToList();
         if (twice.Count > 0) counts.Fail($"{where}: host clusters referenced twice {when}: {string.Join(", ", twice)}");
+    }
+
+    /// <summary>Criteria 1 and 2, and a size the guest had: the old or the new one of an interrupted resize or apply.</summary>
+    private static void ReadAndVerify(CrashWorkload w, DiskImage image, byte[] disk, int durable, int last, List<long> sizes, string when, string where, CampaignCounts counts)
+    {
+        if (!sizes.Contains(image.Size)) counts.Fail($"{where}: size {image.Size} {when}, expected one of {string.Join(", ", sizes)}");
+        if (CrashWorkload.ReadGuest(image, disk) is { } problem) counts.Fail($"{where}: {when} the image {problem}");
+        CountVerdict(w.Model.Verify(disk, durable, last), when, where, counts);
     }
 
     private static void CountVerdict(SectorModel.Verdict v, string when, string where, CampaignCounts counts)

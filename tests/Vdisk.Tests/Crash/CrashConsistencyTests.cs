@@ -37,7 +37,8 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         Assert.Equal(0, counts.FlushedMismatches);
         Assert.Equal(0, counts.UnflushedMismatches);
         if (!lazy) Assert.Equal(0, counts.CorruptDirty);
-        if (clusterSize == 512) Assert.True(counts.RefcountGrowths == counts.Workloads, "every 512-byte-cluster workload should grow the refcount table");
+        // Shrinks and applies can leave a workload using less than the first refcount table covers.
+        if (clusterSize == 512) Assert.True(counts.RefcountGrowths > 0, "some 512-byte-cluster workload should grow the refcount table");
     }
 
     /// <summary>Negative control: a crash state that loses one flushed data write must be caught by the data oracle.</summary>
@@ -57,7 +58,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
             int lost = Enumerable.Range(0, flush).Reverse().FirstOrDefault(i => records[i].Kind == RecordKind.Write
                 && records[i].Data.Span.ContainsAnyExcept((byte)0)
                 && !layout.TouchesMetadata(records[i].Offset, records[i].Length)
-                && layout.References.ContainsKey(records[i].Offset >> layout.ClusterBits)
+                && layout.ActiveData.Contains(records[i].Offset >> layout.ClusterBits)
                 && !Enumerable.Range(i + 1, flush - i).Any(j => records[j].Offset < records[i].Offset + records[i].Length
                     && records[i].Offset < records[j].Offset + Math.Max(1, records[j].Length)), -1);
             if (lost < 0) continue;

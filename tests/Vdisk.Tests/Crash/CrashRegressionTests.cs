@@ -120,4 +120,25 @@ public class CrashRegressionTests
         reopened.Read(2 << 20, back.AsSpan());
         Assert.Equal(data, back);
     }
+
+    /// <summary>
+    /// A grow within the L1 table's reach used to write and flush only the size field, leaving the tables of
+    /// earlier writes in the cache: a crash after the resize returned lost data it had reported durable.
+    /// </summary>
+    [Fact]
+    public void GrowInPlaceMakesEarlierWritesDurable()
+    {
+        var (recorder, image) = Open(lazy: false);
+        var data = Filled(Cluster, 0x5C);
+        image.Write(Cluster, data.AsSpan());
+        image.Resize(2 << 20);
+        int lastFlush = recorder.FlushIndices.Last();
+        image.Dispose();
+        using var state = recorder.BuildState(lastFlush + 1);
+        using var crashed = Qcow2Image.Open(new BorrowedBlockDevice(state), new ImageOpenOptions { ReadOnly = true });
+        var back = new byte[Cluster];
+        crashed.Read(Cluster, back.AsMemory());
+        Assert.Equal(2 << 20, crashed.Size);
+        Assert.Equal(data, back);
+    }
 }

@@ -92,6 +92,19 @@ public static class CrashStates
         return found;
     }
 
+    /// <summary>The operations the crash may have cut short: some of their records are past the durable prefix.</summary>
+    public static List<OpInfo> InterruptedOps(CrashWorkload w, CrashState state) =>
+        w.Ops.Where(o => o.StartLog < state.Cut && o.EndLog > state.Prefix).ToList();
+
+    /// <summary>The sizes the guest may have: as of the durable operation first, then any later one had by the cut.</summary>
+    public static List<long> AllowedSizes(CrashWorkload w, CrashState state, int durableOp, int lastOp)
+    {
+        var sizes = new List<long> { durableOp < 0 ? w.Cell.DiskSize : w.Ops[durableOp].SizeAfter };
+        for (int i = durableOp + 1; i <= lastOp; i++)
+            if (!sizes.Contains(w.Ops[i].SizeAfter)) sizes.Add(w.Ops[i].SizeAfter);
+        return sizes;
+    }
+
     /// <summary>The last guest operation that had started by the cut: later ones cannot have reached the file.</summary>
     public static int LastStartedOp(CrashWorkload w, CrashState state)
     {

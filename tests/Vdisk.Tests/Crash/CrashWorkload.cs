@@ -12,7 +12,7 @@ public sealed record CrashCell(int ClusterSize, bool LazyRefcounts, CacheMode Ca
         $"{(ClusterSize >= 1024 ? $"{ClusterSize >> 10}K" : $"{ClusterSize}B")}{(RefcountBits != 16 ? $"/rc{RefcountBits}" : "")} lazy={(LazyRefcounts ? "on" : "off")} {Cache.ToQemuName()}";
 }
 
-public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close }
+public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close, SnapshotCreate, SnapshotApply, SnapshotDelete, Resize }
 
 /// <summary>
 /// A guest operation and where its device requests sit in the log: records [StartLog, EndLog). <see cref="Durable"/>
@@ -22,14 +22,18 @@ public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close }
 public sealed record OpInfo(int Index, OpKind Kind, long Offset, long Length, int StartLog, int EndLog, bool Durable)
 {
     public int LastFlushRecord { get; set; } = -1;
+    /// <summary>The guest disk size once the operation has returned.</summary>
+    public long SizeAfter { get; init; }
+    public bool IsSnapshotOp => Kind is OpKind.SnapshotCreate or OpKind.SnapshotApply or OpKind.SnapshotDelete;
 }
 
 /// <summary>
 /// A seeded random workload on a qcow2 image over a recording device: writes of 512 B to 256 KiB at sector-aligned,
 /// cluster-aligned and unaligned offsets, write-zeroes (with and without unmap), discards, flushes and a mid-run
-/// <c>check -r all</c>, then a clean close. The model follows every operation.
+/// <c>check -r all</c>, internal snapshots (create, apply, delete) and resizes, then a clean close. The model
+/// follows every operation; it spans the disk's first size, which later sizes may exceed but no write does.
 /// </summary>
-public sealed class CrashWorkload
+public sealed partial class CrashWorkload
 {
     private CrashWorkload(CrashCell cell, int seed, SectorModel model)
     {
@@ -50,7 +54,8 @@ public sealed class CrashWorkload
     /// <summary>Problems seen on the live image (a mid-run check that was not clean, a read-back that differed).</summary>
     public List<string> LiveProblems { get; } = new();
 
-    public bool RefcountTableGrew => QcowLayout.Read(Final).RefcountTableOffset != InitialRefcountTableOffset;
+    /// <summary>Whether the refcount table moved during the run (a shrink or an apply may leave less in use at the end).</summary>
+    public bool RefcountTableGrew { get; private set; }
 
     public static MemoryBlockDevice CreateImage(CrashCell cell)
     {
@@ -71,7 +76,7 @@ public sealed class CrashWorkload
     public static CrashWorkload Run(CrashCell cell, int seed)
     {
         var rng = new Random(seed);
-        var w = new CrashWorkload(cell, seed, new SectorModel(cell.DiskSize));
+        var w = new CrashWorkload(cell, seed, new SectorModel(cell.DiskSize)) { CurrentSize = cell.DiskSize };
         var file = CreateImage(cell);
         w.InitialRefcountTableOffset = QcowLayout.Read(file).RefcountTableOffset;
         w.Recorder = new RecordingBlockDevice(file, leaveInnerOpen: true);
@@ -85,7 +90,9 @@ public sealed class CrashWorkload
         {
             double p = rng.NextDouble();
             var kind = i == checkAt ? OpKind.Check
-                : p < 0.58 ? OpKind.Write : p < 0.70 ? OpKind.WriteZeroes : p < 0.82 ? OpKind.Discard : OpKind.Flush;
+                : w.ScheduledOp(i) is { } scheduled ? scheduled
+                : p < 0.55 ? OpKind.Write : p < 0.67 ? OpKind.WriteZeroes : p < 0.78 ? OpKind.Discard : p < 0.95 ? OpKind.Flush
+                : p < 0.97 ? OpKind.SnapshotCreate : p < 0.98 ? OpKind.SnapshotDelete : p < 0.99 ? OpKind.SnapshotApply : OpKind.Resize;
             w.Step(image, rng, kind, writeThrough);
         }
         w.Verify(image, "before close");
@@ -134,16 +141,26 @@ public sealed class CrashWorkload
             case OpKind.Close:
                 image.Dispose();
                 break;
+            default:
+                // Snapshot operations and resizes flush before they return: they are durability points.
+                kind = SnapshotOrResize(image, rng, kind, index);
+                break;
         }
         if (length > 0) Model.Changed(index, offset, length);
-        bool durable = kind is OpKind.Flush or OpKind.Check or OpKind.Close || writeThrough;
-        Ops.Add(new OpInfo(index, kind, offset, length, start, Recorder.Records.Length, durable));
+        bool durable = kind is OpKind.Flush or OpKind.Check or OpKind.Close || writeThrough || kind >= OpKind.SnapshotCreate;
+        Ops.Add(new OpInfo(index, kind, offset, length, start, Recorder.Records.Length, durable) { SizeAfter = CurrentSize });
+        if (!RefcountTableGrew && kind != OpKind.Close)
+        {
+            var field = new byte[8];
+            Recorder.Read(48, field.AsMemory());
+            RefcountTableGrew = System.Buffers.Binary.BinaryPrimitives.ReadInt64BigEndian(field) != InitialRefcountTableOffset;
+        }
     }
 
     /// <summary>Sizes log-uniform from 512 B to 256 KiB; offsets often in a hot region so that clusters are rewritten.</summary>
     private (long Offset, long Length) PickRange(Random rng, OpKind kind)
     {
-        long disk = Cell.DiskSize;
+        long disk = Math.Min(Cell.DiskSize, CurrentSize);
         long length = (long)Math.Round(Math.Pow(2, 9 + rng.NextDouble() * 9));
         long region = rng.Next(3) == 0 ? disk : disk / 4;
         long offset = (long)(rng.NextDouble() * region);
@@ -165,8 +182,9 @@ public sealed class CrashWorkload
 
     private void Verify(Qcow2Image image, string when)
     {
+        if (image.Size != CurrentSize) LiveProblems.Add($"live image has size {image.Size}, the model {CurrentSize}, {when}");
         var back = new byte[Model.DiskSize];
-        image.Read(0, back.AsMemory());
-        if (!back.AsSpan().SequenceEqual(Model.Current)) LiveProblems.Add($"live image differs from the model {when}");
+        if (ReadGuest(image, back) is { } problem) LiveProblems.Add($"live image {problem} {when}");
+        else if (!back.AsSpan().SequenceEqual(Model.Current)) LiveProblems.Add($"live image differs from the model {when}");
     }
 }

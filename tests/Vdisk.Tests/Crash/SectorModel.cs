@@ -44,6 +44,21 @@ public sealed class SectorModel
         }
     }
 
+    /// <summary>
+    /// Records that operation <paramref name="op"/> made the disk <paramref name="content"/> (a snapshot applied);
+    /// only the sectors that differ change.
+    /// </summary>
+    public void Replace(int op, ReadOnlySpan<byte> content)
+    {
+        for (int s = 0; s < _changes.Length; s++)
+        {
+            var span = content.Slice(s * SectorSize, SectorSize);
+            if (span.SequenceEqual(Current.AsSpan(s * SectorSize, SectorSize))) continue;
+            span.CopyTo(Current.AsSpan(s * SectorSize));
+            Changed(op, (long)s * SectorSize, SectorSize);
+        }
+    }
+
     /// <summary>How a read-back disk compares with the model for a crash after durability point <paramref name="durableOp"/>.</summary>
     public sealed record Verdict(int FlushedMismatches, int UnflushedMismatches, string? FirstProblem)
     {

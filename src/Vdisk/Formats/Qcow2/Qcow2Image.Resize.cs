@@ -28,7 +28,12 @@ public sealed partial class Qcow2Image
             if (size > old)
             {
                 if (needed > _l1.Length) await ReplaceL1Async(needed, size, async, ct).ConfigureAwait(false);
-                else await WriteSizeAsync(size, async, ct).ConfigureAwait(false);
+                else
+                {
+                    // Like the other paths, a resize is a durability point: earlier writes' cached tables go first.
+                    await FlushMetadataLockedAsync(async, ct).ConfigureAwait(false);
+                    await WriteSizeAsync(size, async, ct).ConfigureAwait(false);
+                }
             }
             else
             {
