@@ -22,7 +22,8 @@ internal static class ServeCommand
         new("read-only", false, "r"), new("persistent", false, "t"), new("shared", true, "e"),
         new("cache", true, "cache"), new("nocache", false, "n"), new("discard", true, "discard"),
         new("detect-zeroes", true, "detect-zeroes"), new("snapshot", false, "s"), new("pid-file", true, "pid-file"),
-        new("verbose", false, "v"),
+        new("verbose", false, "v"), new("tls-cert", true, "tls-cert"), new("tls-key", true, "tls-key"),
+        new("tls-client-ca", true, "tls-client-ca"),
     };
 
     private sealed record Settings
@@ -42,6 +43,9 @@ internal static class ServeCommand
         public DetectZeroes DetectZeroes { get; set; }
         public bool Snapshot { get; set; }
         public string? PidFile { get; set; }
+        public string? TlsCert { get; set; }
+        public string? TlsKey { get; set; }
+        public string? TlsClientCa { get; set; }
         public string ImagePath { get; set; } = "";
     }
 
@@ -50,6 +54,7 @@ internal static class ServeCommand
         var s = Parse(ctx, args, out bool helped);
         if (helped) return 0;
         string file = s.ImagePath;
+        using var tls = LoadTls(s);
         using var snapshot = s.Snapshot ? SnapshotOverlay.Create(file, s.Format, s.Cache) : null;
         DiskImage image;
         try
@@ -73,7 +78,7 @@ internal static class ServeCommand
             var log = new object();
             var options = new NbdServerOptions
             {
-                MaxClients = s.Shared, Persistent = s.Persistent,
+                MaxClients = s.Shared, Persistent = s.Persistent, Tls = tls,
                 Log = line => { lock (log) ctx.Error(line); },
             };
             var server = new NbdServer([export], options);
@@ -166,15 +171,34 @@ internal static class ServeCommand
                     break;
                 case "s": s.Snapshot = true; break;
                 case "pid-file": s.PidFile = value; break;
+                case "tls-cert": s.TlsCert = value; break;
+                case "tls-key": s.TlsKey = value; break;
+                case "tls-client-ca": s.TlsClientCa = value; break;
             }
         }
         if (s.Socket is not null && s.TcpGiven) throw new CliException("-k and -b/-p are mutually exclusive");
         if (s.DetectZeroes == DetectZeroes.Unmap && !s.DiscardUnmap)
             throw new CliException("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap");
+        if ((s.TlsCert is null) != (s.TlsKey is null)) throw new CliException("--tls-cert and --tls-key must be given together");
+        if (s.TlsClientCa is not null && s.TlsCert is null) throw new CliException("--tls-client-ca requires --tls-cert and --tls-key");
         if (parsed.Positionals.Count != 1)
             throw new CliException(parsed.Positionals.Count == 0 ? "Not enough arguments" : $"Extra argument '{parsed.Positionals[1]}'", showTryHelp: true);
         s.ImagePath = parsed.Positionals[0];
         return s;
+    }
+
+    /// <summary>Loaded before the image is opened, so that bad credentials fail fast without touching it.</summary>
+    private static NbdTls? LoadTls(Settings s)
+    {
+        if (s.TlsCert is null) return null;
+        try
+        {
+            return NbdTls.FromPemFiles(s.TlsCert, s.TlsKey!, s.TlsClientCa);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+        {
+            throw new CliException($"Failed to load TLS credentials: {e.Message}");
+        }
     }
 
     private static IPAddress ParseAddress(string text) => IPAddress.TryParse(text, out var address)
@@ -205,6 +229,9 @@ internal static class ServeCommand
               --discard=MODE        ignore (default) or unmap
               --detect-zeroes=MODE  off (default), on or unmap
               --pid-file=PATH       write the server's process id to PATH once it listens
+              --tls-cert=FILE       server certificate (PEM); clients must then use TLS
+              --tls-key=FILE        private key of that certificate (PEM)
+              --tls-client-ca=FILE  require client certificates signed by this CA (PEM)
 
         """.Replace("\r", ""));
 }

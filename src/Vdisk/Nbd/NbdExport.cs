@@ -58,6 +58,8 @@ public sealed record NbdServerOptions
     public int MaxRequestsInFlight { get; init; } = 128;
     /// <summary>Payload bytes one connection may have buffered at once (at least one maximal request).</summary>
     public int MaxBytesInFlight { get; init; } = 64 << 20;
+    /// <summary>TLS credentials; when set, clients must STARTTLS before anything else (qemu-nbd --tls-creds).</summary>
+    public NbdTls? Tls { get; init; }
     /// <summary>Receives one line per dropped client ("Disconnect client, due to: ..."), as qemu-nbd prints on stderr.</summary>
     public Action<string>? Log { get; init; }
 }

@@ -15,24 +15,36 @@ public sealed class NbdHandshake
     /// <summary>The id under which base:allocation is reported; any number works, clients echo what we said.</summary>
     public const uint BaseAllocationId = 1;
 
-    private readonly Stream _in;
-    private readonly NbdReplyWriter _out;
+    private Stream _in;
+    private NbdReplyWriter _out;
     private readonly IReadOnlyDictionary<string, NbdExport> _exports;
-    private bool _fixed, _noZeroes, _structured;
+    private readonly NbdTls? _tls;
+    private bool _fixed, _noZeroes, _structured, _encrypted;
     // The meta context selection belongs to the export it was set for; GO on another name clears it.
     private string? _contextExport;
 
-    private NbdHandshake(Stream input, NbdReplyWriter output, IReadOnlyDictionary<string, NbdExport> exports)
+    /// <summary>
+    /// <paramref name="input"/> is read exactly as far as each option goes, never further: whatever a client
+    /// sends after STARTTLS must reach the TLS layer, not linger in a plaintext buffer (nbdkit's CVE-2021-3716).
+    /// </summary>
+    public NbdHandshake(Stream input, NbdReplyWriter output, IReadOnlyDictionary<string, NbdExport> exports, NbdTls? tls = null)
     {
         _in = input;
         _out = output;
         _exports = exports;
+        _tls = tls;
     }
+
+    /// <summary>The stream the session continues on: the TLS stream once STARTTLS succeeded, else the one given.</summary>
+    public Stream Transport => _in;
+
+    /// <summary>The writer for that stream (a new one after STARTTLS; the handshake disposes the one it replaced).</summary>
+    public NbdReplyWriter Output => _out;
 
     public static Task<NbdSession?> NegotiateAsync(Stream input, NbdReplyWriter output, IReadOnlyDictionary<string, NbdExport> exports, CancellationToken ct)
         => new NbdHandshake(input, output, exports).RunAsync(ct);
 
-    private async Task<NbdSession?> RunAsync(CancellationToken ct)
+    public async Task<NbdSession?> RunAsync(CancellationToken ct)
     {
         var hello = new byte[18];
         BinaryPrimitives.WriteUInt64BigEndian(hello, NbdProtocol.NbdMagic);
@@ -57,6 +69,11 @@ public sealed class NbdHandshake
             if (length > NbdProtocol.MaxOptionLength)
                 throw new NbdProtocolException($"Option {(uint)option} length {length} is too large");
             var data = await ReadAsync((int)length, ct).ConfigureAwait(false);
+            if (_tls is not null && !_encrypted)
+            {
+                if (!await BeforeTlsAsync(option, data, ct).ConfigureAwait(false)) return null;
+                continue;
+            }
             switch (option)
             {
                 case NbdOption.ExportName:
@@ -82,12 +99,48 @@ public sealed class NbdHandshake
                 case NbdOption.ListMetaContext or NbdOption.SetMetaContext:
                     await MetaContextAsync(option, data, ct).ConfigureAwait(false);
                     break;
+                case NbdOption.StartTls when _fixed:
+                    // qemu-nbd's answers: a second STARTTLS is the client's mistake, one to a plaintext server is policy.
+                    if (_encrypted) await InvalidAsync(option, "TLS already enabled", ct).ConfigureAwait(false);
+                    else await _out.SendOptionErrorAsync(option, NbdOptionReply.ErrPolicy, "TLS not configured", ct).ConfigureAwait(false);
+                    break;
                 default:
                     // Only a fixed-newstyle client knows to expect an error reply; an old one must be dropped.
                     if (!_fixed) throw new NbdProtocolException($"Unsupported option {(uint)option}");
                     await _out.SendOptionErrorAsync(option, NbdOptionReply.ErrUnsup, $"Unsupported option {(uint)option}", ct).ConfigureAwait(false);
                     break;
             }
+        }
+    }
+
+    /// <summary>
+    /// FORCEDTLS before the upgrade: STARTTLS upgrades, ABORT leaves, EXPORT_NAME (which cannot be refused) hangs
+    /// up, and everything else is told TLS is required. Returns false when the client is leaving.
+    /// </summary>
+    private async Task<bool> BeforeTlsAsync(NbdOption option, byte[] data, CancellationToken ct)
+    {
+        // STARTTLS needs fixed newstyle, so a client without it can never be served.
+        if (!_fixed) throw new NbdProtocolException($"Unsupported option 0x{(uint)option:x}");
+        switch (option)
+        {
+            case NbdOption.StartTls:
+                // A STARTTLS with data is malformed; guessing where the TLS bytes start would be worse than hanging up.
+                if (data.Length != 0) throw new NbdProtocolException("STARTTLS with data");
+                await Ack(option, ct).ConfigureAwait(false);
+                var ssl = await _tls!.AuthenticateAsync(_in, ct).ConfigureAwait(false);
+                _out.Dispose();
+                (_in, _out, _encrypted) = (ssl, new NbdReplyWriter(ssl), true);
+                // Nothing agreed in plaintext survives the upgrade (nbdkit's CVE-2021-3716).
+                (_structured, _contextExport) = (false, null);
+                return true;
+            case NbdOption.ExportName:
+                throw new NbdProtocolException($"Option 0x{(uint)option:x} not permitted before TLS");
+            case NbdOption.Abort:
+                await TryAckAbortAsync(ct).ConfigureAwait(false);
+                return false;
+            default:
+                await _out.SendOptionErrorAsync(option, NbdOptionReply.ErrTlsReqd, $"Option 0x{(uint)option:x} not permitted before TLS", ct).ConfigureAwait(false);
+                return true;
         }
     }
 

@@ -123,7 +123,8 @@ public sealed class NbdServer : IAsyncDisposable
         {
             await client.RunAsync(_exports, _options, _stopping.Token).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or SocketException or NbdProtocolException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or SocketException or NbdProtocolException or OperationCanceledException or ObjectDisposedException
+                                   or System.Security.Authentication.AuthenticationException)
         {
             _options.Log?.Invoke($"Disconnect client, due to: {e.Message}");
         }

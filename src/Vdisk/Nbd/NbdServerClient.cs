@@ -16,27 +16,35 @@ internal sealed class NbdServerClient(Socket socket)
 
     public async Task RunAsync(IReadOnlyDictionary<string, NbdExport> exports, NbdServerOptions options, CancellationToken stopping)
     {
-        await using var stream = new NetworkStream(Socket, ownsSocket: true);
-        // Reads and writes are buffered separately: one reader loop and the reply lock never share a buffer.
-        var input = new BufferedStream(stream, 64 << 10);
-        using var output = new NbdReplyWriter(stream);
-        NbdSession? session;
-        using (var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping))
+        var stream = new NetworkStream(Socket, ownsSocket: true);
+        var handshake = new NbdHandshake(stream, new NbdReplyWriter(stream), exports, options.Tls);
+        try
         {
-            deadline.CancelAfter(options.HandshakeTimeout);
-            try
+            NbdSession? session;
+            using (var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping))
             {
-                session = await NbdHandshake.NegotiateAsync(input, output, exports, deadline.Token).ConfigureAwait(false);
+                deadline.CancelAfter(options.HandshakeTimeout);
+                try
+                {
+                    session = await handshake.RunAsync(deadline.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+                {
+                    throw new NbdProtocolException($"Client did not finish the handshake within {options.HandshakeTimeout.TotalSeconds:0.#} s");
+                }
             }
-            catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
-            {
-                throw new NbdProtocolException($"Client did not finish the handshake within {options.HandshakeTimeout.TotalSeconds:0.#} s");
-            }
+            if (session is null) return;
+            // Buffered only now: the handshake must not read ahead of STARTTLS (see NbdHandshake).
+            var input = new BufferedStream(handshake.Transport, 64 << 10);
+            using var connection = new NbdConnection(input, handshake.Output, session, options);
+            _connection = connection;
+            await connection.RunAsync(stopping).ConfigureAwait(false);
         }
-        if (session is null) return;
-        using var connection = new NbdConnection(input, output, session, options);
-        _connection = connection;
-        await connection.RunAsync(stopping).ConfigureAwait(false);
+        finally
+        {
+            handshake.Output.Dispose();
+            await handshake.Transport.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
     /// <summary>Cuts the client off: replies stop and the socket is shut down, which ends its reads.</summary>

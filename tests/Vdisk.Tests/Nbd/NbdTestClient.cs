@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 using Vdisk.Nbd;
@@ -22,7 +23,7 @@ public sealed record NbdTestReply(ulong Cookie, uint Error, NbdReplyType? Type =
 public sealed class NbdTestClient : IAsyncDisposable
 {
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private Stream _stream;
 
     private NbdTestClient(Socket socket)
     {
@@ -37,6 +38,20 @@ public sealed class NbdTestClient : IAsyncDisposable
             : new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(endPoint);
         return new NbdTestClient(socket);
+    }
+
+    /// <summary>The client side of STARTTLS, once the server has acked it; any server certificate is accepted.</summary>
+    public async Task UpgradeToTlsAsync(System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate = null)
+    {
+        var ssl = new SslStream(_stream, leaveInnerStreamOpen: false);
+        using var cts = new CancellationTokenSource(20000);
+        await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = "localhost",
+            RemoteCertificateValidationCallback = (_, _, _, _) => true,
+            ClientCertificates = clientCertificate is null ? null : [clientCertificate],
+        }, cts.Token);
+        _stream = ssl;
     }
 
     public Task SendAsync(byte[] bytes) => _stream.WriteAsync(bytes).AsTask();
@@ -125,6 +140,12 @@ public sealed class NbdTestClient : IAsyncDisposable
         var greeting = await ReceiveAsync(18);
         if (BinaryPrimitives.ReadUInt64BigEndian(greeting) != NbdProtocol.NbdMagic) throw new InvalidDataException("bad greeting");
         await SendAsync(ClientFlags(3));
+        return await NegotiateAfterGreetingAsync(export, structured, baseAllocation);
+    }
+
+    /// <summary>The options of <see cref="NegotiateAsync"/>, for a client already past the greeting (or STARTTLS).</summary>
+    public async Task<(long Size, NbdTransmissionFlags Flags)> NegotiateAfterGreetingAsync(string export, bool structured = true, bool baseAllocation = true)
+    {
         if (structured)
         {
             await SendAsync(Option(NbdOption.StructuredReply, []));
