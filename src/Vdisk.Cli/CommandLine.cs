@@ -44,6 +44,7 @@ public static class CommandLine
                 "resize" => ResizeCommand.Run(ctx, rest),
                 "rebase" => RebaseCommand.Run(ctx, rest),
                 "commit" => CommitCommand.Run(ctx, rest),
+                "amend" => AmendCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };
