@@ -90,7 +90,6 @@ internal static class AmendCommand
                 : "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)");
         if (version == 2 && lazy == true)
             throw new CliException("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
-        if (refcountBits != h.RefcountBits) throw new CliException("Changing refcount_bits is not supported by vdisk yet");
         long? size = null;
         if (o.TryGetValue("size", out var sizeText))
             size = Sizes.TryParse(sizeText, out long s) == SizeParse.Ok ? s
@@ -98,6 +97,7 @@ internal static class AmendCommand
                     "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.");
 
         if (version == 3) image.UpgradeToV3();
+        if (refcountBits != h.RefcountBits) image.ChangeRefcountOrder(System.Numerics.BitOperations.Log2((uint)refcountBits));
         if (lazy is { } on) image.SetLazyRefcounts(on);
         if (version == 2) image.DowngradeToV2();
         if (size is { } newSize && newSize != image.Size) image.Resize(newSize);

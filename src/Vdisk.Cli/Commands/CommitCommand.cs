@@ -17,7 +17,7 @@ internal static class CommitCommand
         var parsed = GetOpt.Parse(args, "f:ht:b:dpqr:", Longs);
         string? format = null, baseName = null;
         bool drop = false, progress = false, quiet = false;
-        var cache = CacheMode.Unsafe;
+        var cache = CacheMode.Writeback;
         foreach (var (key, value) in parsed.Options)
         {
             switch (key)

@@ -21,6 +21,9 @@ public class AmendOpsTests
     [InlineData("solo.qcow2", "lazy_refcounts=on")]
     [InlineData("solo.qcow2", "compat=1.1,lazy_refcounts=on,size=6M")]
     [InlineData("solo.qcow2", "size=2M")]
+    [InlineData("solo.qcow2", "refcount_bits=1")]
+    [InlineData("top.qcow2", "refcount_bits=8")]
+    [InlineData("solo.qcow2", "refcount_bits=64,lazy_refcounts=on")]
     public void AmendMatchesQemuImg(string name, string options)
     {
         using var dir = new TempDir();
@@ -75,6 +78,20 @@ public class AmendOpsTests
         var theirs = Tools.RunWithTimeout("qemu-img", ["amend", .. args], TimeSpan.FromMinutes(1), twin);
         ChainCopies.AssertSameResult(theirs, ours);
         Assert.NotEqual(0, ours.ExitCode);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(twin, "solo.qcow2")), File.ReadAllBytes(dir.File("solo.qcow2")));
+    }
+
+    [Fact]
+    public void NarrowerRefcountsThanTheLargestRefcountAreRefusedAsQemuImgDoes()
+    {
+        using var dir = new TempDir();
+        Setup(dir);
+        Qemu.MustRun("qemu-img", "snapshot", "-c", "s1", dir.File("solo.qcow2"));
+        var twin = ChainCopies.Twin(dir, "q");
+        var ours = Tools.VdiskIn(dir.Path_, "amend", "-o", "refcount_bits=1", "solo.qcow2");
+        var theirs = Tools.RunWithTimeout("qemu-img", ["amend", "-o", "refcount_bits=1", "solo.qcow2"], TimeSpan.FromMinutes(1), twin);
+        ChainCopies.AssertSameResult(theirs, ours);
+        Assert.Contains("has a refcount of 2", ours.StdErr);
         Assert.Equal(File.ReadAllBytes(Path.Combine(twin, "solo.qcow2")), File.ReadAllBytes(dir.File("solo.qcow2")));
     }
 

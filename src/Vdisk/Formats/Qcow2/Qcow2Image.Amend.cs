@@ -51,6 +51,42 @@ public sealed partial class Qcow2Image
         UpdateHeader(h => h.Compatible = on ? h.Compatible | CompatibleFeatures.LazyRefcounts : h.Compatible & ~CompatibleFeatures.LazyRefcounts);
     }
 
+    /// <summary>
+    /// refcount_bits: a complete structure of the new width goes past the end of the file and is made durable;
+    /// then one header write switches refcount_order, the table offset and its size together. The old
+    /// structure becomes free space (as after a rebuild).
+    /// </summary>
+    public void ChangeRefcountOrder(int order)
+    {
+        if (order == _header.RefcountOrder) return;
+        if (_header.Version < 3)
+            throw Refuse("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)");
+        MarkClean();
+        (long Offset, uint Clusters, long[] Table) written;
+        _lock.Wait();
+        try
+        {
+            var r = new ImageCheckResult();
+            var scan = ScanReferencesAsync(r, CheckRepair.None, false, default).GetAwaiter().GetResult();
+            if (r.Corruptions > 0 || r.CheckErrors > 0) throw Refuse("Cannot change the refcount width of an inconsistent image; run 'check -r all' first");
+            ulong max = RefcountBlock.MaxValue(order);
+            foreach (long c in scan.Counts.Referenced())
+                if (scan.Counts[c] > max && !scan.OldRefcountStructure.Contains(c))
+                    throw Refuse($"Cannot decrease refcount entry width to {1 << order} bits: Cluster at offset 0x{c << _clusterBits:x} has a refcount of {scan.Counts[c]}");
+            written = WriteRefcountStructureAsync(scan, order, false, default).GetAwaiter().GetResult();
+        }
+        finally { Unlock(); }
+        UpdateHeader(h =>
+        {
+            h.RefcountOrder = order;
+            h.RefcountTableOffset = written.Offset;
+            h.RefcountTableClusters = written.Clusters;
+        });
+        _lock.Wait();
+        try { AdoptRefcountStructure(written.Offset, written.Clusters, written.Table); }
+        finally { Unlock(); }
+    }
+
     private void ExpandZeroClusters()
     {
         long clusters = (Size + ClusterSize - 1) >> _clusterBits;
