@@ -42,6 +42,9 @@ public static class CommandLine
                 "dd" => DdCommand.Run(ctx, rest),
                 "snapshot" => SnapshotCommand.Run(ctx, rest),
                 "resize" => ResizeCommand.Run(ctx, rest),
+                "rebase" => RebaseCommand.Run(ctx, rest),
+                "commit" => CommitCommand.Run(ctx, rest),
+                "amend" => AmendCommand.Run(ctx, rest),
                 "help" => PrintHelp(ctx),
                 _ => throw new CliException($"Command not found: {command}", showTryHelp: true),
             };

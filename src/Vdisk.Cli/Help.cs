@@ -33,12 +33,15 @@ internal static class Help
             Command syntax:
               bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename
               check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename
+              amend [-f fmt] [-p] [-q] -o options filename
+              commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] filename
               compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2
               convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
               create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
               dd [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
               info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
               io [-f fmt] [-r] [-n] [-t cache] [-U] [-l snapshot] [-c command]... filename
+              rebase [-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename
               resize [-f fmt] [-q] [--preallocation=prealloc] [--shrink] filename [+ | -]size
               snapshot [-q] [-l | -a snapshot | -c snapshot [--vmstate file] | -d snapshot | --dump-vmstate snapshot out] filename
               map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename

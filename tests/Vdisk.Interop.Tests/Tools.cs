@@ -12,10 +12,11 @@ public static class Tools
 {
     public static ToolResult Run(string program, params string[] args) => RunWithTimeout(program, args, TimeSpan.FromMinutes(5));
 
-    public static ToolResult RunWithTimeout(string program, IEnumerable<string> args, TimeSpan timeout)
+    public static ToolResult RunWithTimeout(string program, IEnumerable<string> args, TimeSpan timeout, string? workingDirectory = null)
     {
         var psi = new ProcessStartInfo(program)
         {
+            WorkingDirectory = workingDirectory ?? "",
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
@@ -33,12 +34,15 @@ public static class Tools
     }
 
     /// <summary>Runs the vdisk CLI built next to the tests.</summary>
-    public static ToolResult Vdisk(params string[] args)
+    public static ToolResult Vdisk(params string[] args) => VdiskIn(null, args);
+
+    /// <summary>Runs the vdisk CLI in another working directory (relative operands, as a user types them).</summary>
+    public static ToolResult VdiskIn(string? workingDirectory, params string[] args)
     {
         // VDISK_CLI points at another build of the CLI (e.g. the native one ./vdisk runs) to test that instead.
         var cli = Environment.GetEnvironmentVariable("VDISK_CLI");
-        if (!string.IsNullOrEmpty(cli)) return RunWithTimeout(cli, args, TimeSpan.FromMinutes(5));
+        if (!string.IsNullOrEmpty(cli)) return RunWithTimeout(cli, args, TimeSpan.FromMinutes(5), workingDirectory);
         var dll = Path.Combine(AppContext.BaseDirectory, "Vdisk.Cli.dll");
-        return RunWithTimeout("dotnet", new[] { dll }.Concat(args), TimeSpan.FromMinutes(5));
+        return RunWithTimeout("dotnet", new[] { dll }.Concat(args), TimeSpan.FromMinutes(5), workingDirectory);
     }
 }

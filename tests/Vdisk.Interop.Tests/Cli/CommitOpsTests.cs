@@ -1,0 +1,67 @@
+using Vdisk.Interop.Tests.Qcow2;
+using Xunit;
+
+namespace Vdisk.Interop.Tests.Cli;
+
+/// <summary>vdisk commit against qemu-img commit on a twin copy of a three-layer chain.</summary>
+public class CommitOpsTests
+{
+    /// <summary>base ← mid ← top.qcow2 (OpsImages.Chain's top over a middle layer of its own).</summary>
+    private static string Setup(TempDir dir)
+    {
+        var top = OpsImages.Chain(dir);
+        var mid = dir.File("mid.qcow2");
+        Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base-top.qcow2", "-F", "qcow2", mid);
+        Qemu.Io(mid, "qcow2", new[] { "write -P 0x51 4M 1M", "write -P 0x52 1M 64k", "write -z 20M 64k" });
+        Qemu.MustRun("qemu-img", "rebase", "-u", "-b", "mid.qcow2", "-F", "qcow2", top);
+        return top;
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("-d")]
+    [InlineData("-b base-top.qcow2")]
+    public void CommitMatchesQemuImg(string optionText)
+    {
+        var options = optionText.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        using var dir = new TempDir();
+        var top = Setup(dir);
+        var twin = ChainCopies.Twin(dir, "q");
+        var before = ChainCopies.Guest(top);
+        var topLayer = ChainCopies.TopLayer(top);
+
+        var ours = Tools.VdiskIn(dir.Path_, ["commit", .. options, "top.qcow2"]);
+        var theirs = Tools.RunWithTimeout("qemu-img", ["commit", .. options, "top.qcow2"], TimeSpan.FromMinutes(1), twin);
+        Assert.True(ours.ExitCode == 0, ours.ToString());
+        Assert.Equal(theirs.StdOut, ours.StdOut);
+        Assert.Equal("Image committed.\n", ours.StdOut);
+
+        foreach (var name in new[] { "top.qcow2", "mid.qcow2", "base-top.qcow2" })
+        {
+            OpsImages.AssertChecks(dir.File(name));
+            Assert.Equal(ChainCopies.Guest(Path.Combine(twin, name)), ChainCopies.Guest(dir.File(name)));
+        }
+        Assert.Equal(before, ChainCopies.Guest(top));
+        Assert.Equal(ChainCopies.TopLayer(Path.Combine(twin, "top.qcow2")), ChainCopies.TopLayer(top));
+        if (options.Length == 0) Assert.Equal("", ChainCopies.TopLayer(top));
+        else Assert.Equal(topLayer, ChainCopies.TopLayer(top));
+        // The committed layer holds the top's data itself, read through qemu-io.
+        var target = options.Length == 2 ? dir.File("base-top.qcow2") : dir.File("mid.qcow2");
+        Qemu.Io(target, "qcow2", new[] { "read -P 0x21 1M 512k", "read -P 0x24 23M 1M", "read -P 0 8M 256k" });
+    }
+
+    [Theory]
+    [InlineData("base-top.qcow2")]
+    [InlineData("-b", "nowhere.qcow2", "top.qcow2")]
+    [InlineData("-b", "top.qcow2", "top.qcow2")]
+    public void FailuresMatchQemuImg(params string[] args)
+    {
+        using var dir = new TempDir();
+        Setup(dir);
+        var twin = ChainCopies.Twin(dir, "q");
+        var ours = Tools.VdiskIn(dir.Path_, ["commit", .. args]);
+        var theirs = Tools.RunWithTimeout("qemu-img", ["commit", .. args], TimeSpan.FromMinutes(1), twin);
+        ChainCopies.AssertSameResult(theirs, ours);
+        Assert.NotEqual(0, ours.ExitCode);
+    }
+}
