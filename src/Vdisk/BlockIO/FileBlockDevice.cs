@@ -123,7 +123,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         }
     }
 
-    protected internal override async ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> buffer, bool async, CancellationToken ct)
+    private async ValueTask WriteInnerAsync(long offset, ReadOnlyMemory<byte> buffer, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
@@ -132,7 +132,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         if (_cache.IsWriteThrough()) Sync();
     }
 
-    protected internal override async ValueTask WriteGatherCoreAsync(long offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers, bool async, CancellationToken ct)
+    private async ValueTask WriteGatherInnerAsync(long offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
@@ -146,7 +146,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         if (_cache.IsWriteThrough()) Sync();
     }
 
-    protected internal override async ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool async, CancellationToken ct)
+    private async ValueTask WriteZeroesInnerAsync(long offset, long length, bool mayUnmap, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
@@ -196,7 +196,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         }
     }
 
-    protected internal override ValueTask DiscardCoreAsync(long offset, long length, bool async, CancellationToken ct)
+    private ValueTask DiscardInnerAsync(long offset, long length, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
@@ -207,13 +207,6 @@ public sealed partial class FileBlockDevice : BlockDevice
                 LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_PUNCH_HOLE | LinuxNative.FALLOC_FL_KEEP_SIZE, offset, end - offset) != 0)
                 _punchHoleUnsupported = true; // discard is advisory: silently keep the data
         }
-        return ValueTask.CompletedTask;
-    }
-
-    protected internal override ValueTask FlushCoreAsync(bool async, CancellationToken ct)
-    {
-        ThrowIfDisposed();
-        if (!_cache.IgnoresFlush() && !IsReadOnly) Sync();
         return ValueTask.CompletedTask;
     }
 
@@ -230,7 +223,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         else RandomAccess.FlushToDisk(_handle);
     }
 
-    protected internal override ValueTask SetLengthCoreAsync(long length, bool async, CancellationToken ct)
+    private ValueTask SetLengthInnerAsync(long length, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
@@ -240,6 +233,13 @@ public sealed partial class FileBlockDevice : BlockDevice
 
     /// <summary>Reserves (fallocate) [offset, offset+length) so later writes cannot fail with ENOSPC.</summary>
     public void Allocate(long offset, long length)
+    {
+        BeginChange();
+        try { AllocateInner(offset, length); }
+        finally { EndChange(); }
+    }
+
+    private void AllocateInner(long offset, long length)
     {
         ThrowIfReadOnly();
         if (OperatingSystem.IsLinux() && LinuxNative.fallocate(_handle, 0, offset, length) == 0) return;
