@@ -133,7 +133,10 @@ internal static class CompareCommand
 
         private int CompareContent(long offset, int length)
         {
-            if (!TryRead(a, file1, offset, _buf1.AsMemory(0, length)) || !TryRead(b, file2, offset, _buf2.AsMemory(0, length))) return 4;
+            // The two images are independent: read them at the same time.
+            var first = Task.Run(() => TryRead(a, file1, offset, _buf1.AsMemory(0, length)));
+            bool second = TryRead(b, file2, offset, _buf2.AsMemory(0, length));
+            if (!first.GetAwaiter().GetResult() || !second) return 4;
             int same = _buf1.AsSpan(0, length).CommonPrefixLength(_buf2.AsSpan(0, length));
             if (same == length) return 0;
             // qemu-img compares in 512-byte sectors and names the first sector that differs.
