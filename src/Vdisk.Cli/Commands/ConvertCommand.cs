@@ -28,6 +28,7 @@ internal static class ConvertCommand
         var srcCache = CacheMode.Writeback;
         long sparse = 4096;
         int workers = 8;
+        string? snapshot = null;
         var optionTexts = new List<string>();
         foreach (var (key, value) in parsed.Options)
         {
@@ -40,7 +41,7 @@ internal static class ConvertCommand
                 case "F": backingFormat = value; break;
                 case "c": compress = true; break;
                 case "o": optionTexts.Add(value!); break;
-                case "l": throw new CliException("Snapshots are not supported by vdisk convert yet (-l)");
+                case "l": snapshot = ImageOpening.ParseSnapshotParam(value!); break;
                 case "S": sparse = ImageOpening.ParseSparse(value!); break;
                 case "p": progress = true; break;
                 case "q": quiet = true; break;
@@ -80,7 +81,7 @@ internal static class ConvertCommand
         try
         {
             foreach (var file in parsed.Positionals.Take(parsed.Positionals.Count - 1))
-                images.Add(ImageOpening.Open(file, format, srcCache, readOnly: true));
+                images.Add(ImageOpening.Open(file, format, srcCache, readOnly: true, snapshot: snapshot));
             var sources = new SourceSet(images);
             if (!skipCreate)
             {

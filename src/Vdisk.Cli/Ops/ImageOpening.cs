@@ -1,5 +1,6 @@
 using Vdisk.BlockIO;
 using Vdisk.Cli.Output;
+using Vdisk.Cli.Parsing;
 using Vdisk.Images;
 
 namespace Vdisk.Cli.Ops;
@@ -7,16 +8,30 @@ namespace Vdisk.Cli.Ops;
 /// <summary>Opening images and parsing the options the image-copying commands share, with qemu-img's messages.</summary>
 internal static class ImageOpening
 {
-    public static DiskImage Open(string file, string? format, CacheMode cache, bool readOnly, bool noBacking = false)
+    public static DiskImage Open(string file, string? format, CacheMode cache, bool readOnly, bool noBacking = false, string? snapshot = null)
     {
         try
         {
-            return DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Format = format, Cache = cache, NoBacking = noBacking });
+            return DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Format = format, Cache = cache, NoBacking = noBacking, Snapshot = snapshot });
         }
         catch (Exception e) when (e is IOException or NotImplementedException)
         {
             throw new CliException(Errors.OpenFailure(file, e));
         }
+    }
+
+    /// <summary>qemu-img's -l: 'snapshot.id=ID', 'snapshot.name=NAME' (comma-separated, the ID wins) or a bare ID or name.</summary>
+    public static string ParseSnapshotParam(string text)
+    {
+        if (!text.StartsWith("snapshot.", StringComparison.Ordinal)) return text;
+        string? id = null, name = null;
+        foreach (var (key, value) in OptionList.Parse(text))
+        {
+            if (key == "snapshot.id") id = value;
+            else if (key == "snapshot.name") name = value;
+            else throw new CliException($"Invalid parameter '{key}'");
+        }
+        return id ?? name ?? throw new CliException("Failed in parsing snapshot param '" + text + "'");
     }
 
     public static CacheMode ParseCache(string text, string what = "cache") =>
