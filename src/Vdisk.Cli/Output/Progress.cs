@@ -14,6 +14,7 @@ internal sealed class Progress
     private readonly double _minStep;
     private readonly object _gate = new();
     private long _total = 1, _done;
+    private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
     private double _printed = -1;
 
     /// <param name="minStep">Percent that must pass between two prints (qemu-img: 1 for convert, 2 for compare).</param>
@@ -28,6 +29,7 @@ internal sealed class Progress
     public void Start(long total)
     {
         _total = Math.Max(1, total);
+        _clock.Restart();
         Print(0, force: true);
     }
 
@@ -54,6 +56,22 @@ internal sealed class Progress
         }
     }
 
+    /// <summary>Throughput so far, in MiB/s.</summary>
+    private string Rate()
+    {
+        double seconds = Math.Max(_clock.Elapsed.TotalSeconds, 1e-3);
+        return string.Create(CultureInfo.InvariantCulture, $"{_done / seconds / (1 << 20),8:F1} MiB/s");
+    }
+
+    /// <summary>Time left at the throughput so far ("--:--" until there is one).</summary>
+    private string TimeLeft()
+    {
+        double seconds = _clock.Elapsed.TotalSeconds;
+        if (_done <= 0 || seconds <= 0) return "--:-- left";
+        var left = TimeSpan.FromSeconds(Math.Min((_total - _done) * seconds / _done, 359999));
+        return string.Create(CultureInfo.InvariantCulture, $"{(int)left.TotalMinutes:D2}:{left.Seconds:D2} left");
+    }
+
     private void Print(double pct, bool force)
     {
         if (!_enabled) return;
@@ -64,7 +82,8 @@ internal sealed class Progress
             if (_terminal)
             {
                 int filled = (int)(pct / 100.0 * 40);
-                _out.Write(string.Create(CultureInfo.InvariantCulture, $"\r[{new string('#', filled)}{new string(' ', 40 - filled)}] {pct,6:F2}%"));
+                _out.Write(string.Create(CultureInfo.InvariantCulture,
+                    $"\r[{new string('#', filled)}{new string(' ', 40 - filled)}] {pct,6:F2}%  {Rate()}  {TimeLeft()}   "));
             }
             else _out.Write(string.Create(CultureInfo.InvariantCulture, $"    ({pct:F2}/100%)\r"));
             _out.Flush();
