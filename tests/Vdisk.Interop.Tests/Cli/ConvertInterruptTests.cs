@@ -1,0 +1,39 @@
+using System.Diagnostics;
+using Xunit;
+
+namespace Vdisk.Interop.Tests.Cli;
+
+/// <summary>Ctrl-C (SIGINT) during convert: the target is removed, never left half-written without a word.</summary>
+public class ConvertInterruptTests
+{
+    [Fact]
+    public async Task SigintDuringConvertRemovesTheTargetAndSaysSo()
+    {
+        using var dir = new TempDir();
+        var src = dir.File("src.raw");
+        var dst = dir.File("dst.qcow2");
+        var data = new byte[1 << 20];
+        var rng = new Random(7);
+        using (var f = File.Create(src))
+            for (int i = 0; i < 256; i++) { rng.NextBytes(data); f.Write(data); }
+
+        var dll = Path.Combine(AppContext.BaseDirectory, "Vdisk.Cli.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // Write-through makes every write durable before the next: slow enough to be interrupted midway.
+        foreach (var a in new[] { dll, "convert", "-t", "writethrough", "-f", "raw", "-O", "qcow2", src, dst }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!File.Exists(dst) || new FileInfo(dst).Length < (8 << 20))
+        {
+            Assert.False(p.HasExited, "convert finished before it could be interrupted");
+            Assert.True(DateTime.UtcNow < deadline, "convert made no progress");
+            await Task.Delay(20);
+        }
+        Assert.Equal(0, Tools.Run("kill", "-INT", p.Id.ToString()).ExitCode);
+        Assert.True(p.WaitForExit(30_000), "convert did not stop after SIGINT");
+        Assert.NotEqual(0, p.ExitCode);
+        Assert.False(File.Exists(dst), "an interrupted convert that created its target must remove it");
+        Assert.False(string.IsNullOrWhiteSpace(await stderr), "the interruption must be reported");
+    }
+}
