@@ -77,8 +77,13 @@ internal static class AmendCommand
             if (!int.TryParse(rb, out refcountBits) || refcountBits is < 1 or > 64 || (refcountBits & (refcountBits - 1)) != 0)
                 throw new CliException("Refcount width must be a power of two and may not exceed 64 bits");
         }
-        if ((o.ContainsKey("backing_file") && o["backing_file"] != h.BackingFile) || (o.ContainsKey("backing_fmt") && o["backing_fmt"] != h.BackingFormat))
-            throw new CliException("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.");
+        // qemu-img 7.2 refuses to amend the backing file (pointing to rebase); we do what was asked, as rebase -u would.
+        string? backing = o.TryGetValue("backing_file", out var bf) ? (bf.Length == 0 ? null : bf) : h.BackingFile;
+        string? backingFormat = o.TryGetValue("backing_fmt", out var bfmt) ? (bfmt.Length == 0 ? null : bfmt) : h.BackingFormat;
+        if (backing is null) backingFormat = null;
+        else if (backingFormat is null && o.ContainsKey("backing_file"))
+            throw new CliException("Could not change the backing file: backing format must be specified (-o backing_fmt=...)");
+        bool changeBacking = backing != h.BackingFile || backingFormat != h.BackingFormat;
         bool? lazy = o.TryGetValue("lazy_refcounts", out var lz) ? lz switch
         {
             "on" => true,
@@ -101,5 +106,11 @@ internal static class AmendCommand
         if (lazy is { } on) image.SetLazyRefcounts(on);
         if (version == 2) image.DowngradeToV2();
         if (size is { } newSize && newSize != image.Size) image.Resize(newSize);
+        if (changeBacking)
+            image.UpdateHeader(header =>
+            {
+                header.BackingFile = backing;
+                header.BackingFormat = backingFormat;
+            });
     }
 }
