@@ -17,7 +17,7 @@ internal static class MeasureCommand
     public static int Run(CliContext ctx, IReadOnlyList<string> args)
     {
         var parsed = GetOpt.Parse(args, "hf:O:o:l:U", Longs);
-        string? format = null, sizeText = null;
+        string? format = null, sizeText = null, snapshot = null;
         string outFormat = "raw";
         bool json = false;
         var optionTexts = new List<string>();
@@ -29,7 +29,7 @@ internal static class MeasureCommand
                 case "f": format = value; break;
                 case "O": outFormat = value!; break;
                 case "o": optionTexts.Add(value!); break;
-                case "l": throw new CliException("Snapshots are not supported by vdisk measure yet (-l)");
+                case "l": snapshot = ImageOpening.ParseSnapshotParam(value!); break;
                 case "output": json = InfoCommand.ParseOutputFormat(value!); break;
                 case "size": sizeText = value; break;
             }
@@ -65,7 +65,7 @@ internal static class MeasureCommand
         }
         else
         {
-            using var image = ImageOpening.Open(file, format, BlockIO.CacheMode.Writeback, readOnly: true);
+            using var image = ImageOpening.Open(file, format, BlockIO.CacheMode.Writeback, readOnly: true, snapshot: snapshot);
             virtualSize = image.Size;
             dataClusters = CountDataClusters(image, clusterSize);
             // qemu reports the bitmaps line whenever source and target could both carry persistent bitmaps.

@@ -39,4 +39,21 @@ public class ConvertSnapshotTests
         Assert.Contains("Can't find snapshot", v.StdErr);
         Assert.False(File.Exists(dir.File("v.raw")));
     }
+
+    [Fact]
+    public void MeasureOfASnapshotEqualsQemuImgs()
+    {
+        using var dir = new TempDir();
+        var src = dir.File("src.qcow2");
+        Assert.Equal(0, Tools.Run("qemu-img", "create", "-q", "-f", "qcow2", src, "16M").ExitCode);
+        Assert.Equal(0, Tools.Run("qemu-io", "-c", "write -P 1 0 256k", src).ExitCode);
+        Assert.Equal(0, Tools.Run("qemu-img", "snapshot", "-c", "s1", src).ExitCode);
+        Assert.Equal(0, Tools.Run("qemu-io", "-c", "write -P 2 1M 4M", src).ExitCode);
+        var q = Tools.Run("qemu-img", "measure", "--output=json", "-O", "qcow2", "-l", "snapshot.name=s1", src);
+        var v = Tools.Vdisk("measure", "--output=json", "-O", "qcow2", "-l", "snapshot.name=s1", src);
+        Assert.Equal(0, q.ExitCode);
+        Assert.Equal(q.StdOut, v.StdOut);
+        var current = Tools.Vdisk("measure", "--output=json", "-O", "qcow2", src);
+        Assert.NotEqual(current.StdOut, v.StdOut); // the snapshot was measured, not the current state
+    }
 }
