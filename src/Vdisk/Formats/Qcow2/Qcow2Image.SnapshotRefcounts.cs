@@ -28,24 +28,24 @@ public sealed partial class Qcow2Image
     /// </summary>
     private async ValueTask ChangeTreeRefcountsAsync(long[] l1, long delta, bool clearCopied, bool async, CancellationToken ct)
     {
+        var clusters = new List<long>((int)L2Entries);
         for (int i = 0; i < l1.Length; i++)
         {
             long l2Offset = l1[i] & (long)Entry.L1OffsetMask;
             if (l2Offset == 0) continue;
             if ((l2Offset & (ClusterSize - 1)) != 0)
                 throw SignalCorruption($"L2 table offset 0x{l2Offset:x} unaligned (L1 index: 0x{i:x})", l2Offset);
+            // One pass over the table (nothing awaited, so the cached table stays put), then the refcounts in a batch.
             var l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
+            clusters.Clear();
             for (long j = 0; j < L2Entries; j++)
             {
                 var e = ReadEntry(l2, j);
-                await ChangeEntryRefcountAsync(e, delta, async, ct).ConfigureAwait(false);
-                if (clearCopied && e.IsCopied)
-                {
-                    l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
-                    WriteEntry(l2, j, e.Raw & ~Entry.Copied, e.Bitmap);
-                }
+                AddHostClusters(e, clusters);
+                if (clearCopied && e.IsCopied) WriteEntry(l2, j, e.Raw & ~Entry.Copied, e.Bitmap);
             }
-            await _refcounts.UpdateAsync(l2Offset >> _clusterBits, delta, async, ct).ConfigureAwait(false);
+            clusters.Add(l2Offset >> _clusterBits);
+            await _refcounts.UpdateManyAsync(clusters, delta, async, ct).ConfigureAwait(false);
             if (delta < 0 && await _refcounts.GetAsync(l2Offset >> _clusterBits, async, ct).ConfigureAwait(false) == 0)
                 _l2Cache.Remove(l2Offset);
             if (clearCopied && (l1[i] & unchecked((long)Entry.Copied)) != 0)
@@ -56,19 +56,20 @@ public sealed partial class Qcow2Image
         }
     }
 
-    private async ValueTask ChangeEntryRefcountAsync(L2Entry e, long delta, bool async, CancellationToken ct)
+    /// <summary>The host clusters an L2 entry holds a reference to (a compressed one may span two).</summary>
+    private void AddHostClusters(L2Entry e, List<long> clusters)
     {
         switch (e.Kind(_extended))
         {
             case ClusterKind.Normal or ClusterKind.ZeroAllocated:
                 if ((e.HostOffset & (ClusterSize - 1)) != 0)
                     throw SignalCorruption($"Cluster allocation offset 0x{e.HostOffset:x} unaligned (L2 entry 0x{e.Raw:x})", e.HostOffset);
-                await _refcounts.UpdateAsync(e.HostOffset >> _clusterBits, delta, async, ct).ConfigureAwait(false);
+                clusters.Add(e.HostOffset >> _clusterBits);
                 break;
             case ClusterKind.Compressed:
                 var (off, sectors) = e.CompressedExtent(_clusterBits);
                 for (long c = off >> _clusterBits; c <= ((off & ~511L) + sectors * 512L - 1) >> _clusterBits; c++)
-                    await _refcounts.UpdateAsync(c, delta, async, ct).ConfigureAwait(false);
+                    clusters.Add(c);
                 break;
         }
     }
@@ -114,6 +115,9 @@ public sealed partial class Qcow2Image
     private async ValueTask RecomputeCopiedFlagsAsync(bool async, CancellationToken ct)
     {
         long copied = unchecked((long)Entry.Copied);
+        var clusters = new List<long>((int)L2Entries);
+        var slots = new List<long>((int)L2Entries);
+        var refcounts = new ulong[L2Entries];
         for (int i = 0; i < _l1.Length; i++)
         {
             long l2Offset = _l1[i] & (long)Entry.L1OffsetMask;
@@ -126,14 +130,22 @@ public sealed partial class Qcow2Image
                 _dirtyL1.Add(i);
             }
             var l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
+            clusters.Clear();
+            slots.Clear();
             for (long j = 0; j < L2Entries; j++)
             {
                 var e = ReadEntry(l2, j);
                 if (e.Kind(_extended) is not (ClusterKind.Normal or ClusterKind.ZeroAllocated)) continue;
-                bool one = await _refcounts.GetAsync(e.HostOffset >> _clusterBits, async, ct).ConfigureAwait(false) == 1;
-                if (one == e.IsCopied) continue;
-                l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
-                WriteEntry(l2, j, one ? e.Raw | Entry.Copied : e.Raw & ~Entry.Copied, e.Bitmap);
+                clusters.Add(e.HostOffset >> _clusterBits);
+                slots.Add(j);
+            }
+            await _refcounts.GetManyAsync(clusters, refcounts, async, ct).ConfigureAwait(false);
+            l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
+            for (int k = 0; k < slots.Count; k++)
+            {
+                var e = ReadEntry(l2, slots[k]);
+                bool one = refcounts[k] == 1;
+                if (one != e.IsCopied) WriteEntry(l2, slots[k], one ? e.Raw | Entry.Copied : e.Raw & ~Entry.Copied, e.Bitmap);
             }
         }
     }

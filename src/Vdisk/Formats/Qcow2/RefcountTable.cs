@@ -98,13 +98,55 @@ internal sealed partial class RefcountTable
     /// <summary>Adds <paramref name="delta"/> to the refcount of one host cluster, creating its refcount block if needed.</summary>
     public async ValueTask UpdateAsync(long cluster, long delta, bool async, CancellationToken ct = default)
     {
-        long index = cluster >> _blockBits;
+        var block = await BlockForUpdateAsync(cluster >> _blockBits, cluster, delta, async, ct).ConfigureAwait(false);
+        Apply(block, cluster, delta);
+    }
+
+    /// <summary>
+    /// Adds <paramref name="delta"/> to the refcounts of the clusters, in order, looking each
+    /// refcount block up once per run of clusters it covers (a whole L2 table's worth at a time, for snapshots).
+    /// </summary>
+    public async ValueTask UpdateManyAsync(List<long> clusters, long delta, bool async, CancellationToken ct = default)
+    {
+        int count = clusters.Count;
+        for (int i = 0; i < count;)
+        {
+            long index = clusters[i] >> _blockBits;
+            var block = await BlockForUpdateAsync(index, clusters[i], delta, async, ct).ConfigureAwait(false);
+            for (; i < count && clusters[i] >> _blockBits == index; i++) Apply(block, clusters[i], delta);
+        }
+    }
+
+    /// <summary>The refcounts of the clusters into <paramref name="values"/>, one block lookup per run.</summary>
+    public async ValueTask GetManyAsync(List<long> clusters, ulong[] values, bool async, CancellationToken ct = default)
+    {
+        int count = clusters.Count;
+        for (int i = 0; i < count;)
+        {
+            long index = clusters[i] >> _blockBits;
+            if (index >= _table.Length || _table[index] == 0)
+            {
+                for (; i < count && clusters[i] >> _blockBits == index; i++) values[i] = 0;
+                continue;
+            }
+            var block = await Blocks.GetAsync(BlockOffset(index), async, ct).ConfigureAwait(false);
+            for (; i < count && clusters[i] >> _blockBits == index; i++)
+                values[i] = RefcountBlock.Get(block.Data, _order, (int)(clusters[i] & ((1L << _blockBits) - 1)));
+        }
+    }
+
+    private async ValueTask<CachedTable> BlockForUpdateAsync(long index, long cluster, long delta, bool async, CancellationToken ct)
+    {
         if (index >= _table.Length || _table[index] == 0)
         {
             if (delta < 0) throw new CorruptImageException(_path, $"Refcount of cluster {cluster} would drop below zero", cluster << _clusterBits);
             await CreateBlockAsync(index, async, ct).ConfigureAwait(false);
         }
-        var block = await Blocks.GetAsync(BlockOffset(index), async, ct).ConfigureAwait(false);
+        return await Blocks.GetAsync(BlockOffset(index), async, ct).ConfigureAwait(false);
+    }
+
+    private void Apply(CachedTable block, long cluster, long delta)
+    {
         int slot = (int)(cluster & ((1L << _blockBits) - 1));
         ulong old = RefcountBlock.Get(block.Data, _order, slot);
         ulong updated = delta >= 0 ? old + (ulong)delta : old - (ulong)(-delta);
@@ -148,27 +190,44 @@ internal sealed partial class RefcountTable
         if (index >= _table.Length || _table[index] == 0) await CreateBlockAsync(index, async, ct).ConfigureAwait(false);
     }
 
+    /// <summary>The first run of <paramref name="count"/> free clusters at or after the hint, searched a block at a time.</summary>
     private async ValueTask<long> FindFreeAsync(int count, bool async, CancellationToken ct)
     {
-        long run = 0;
-        for (long c = Math.Max(_freeHint, 1); ; c++)
+        int entries = 1 << _blockBits;
+        long run = 0, runStart = 0;
+        for (long c = Math.Max(_freeHint, 1); ; )
         {
             long index = c >> _blockBits;
+            long blockStart = index << _blockBits;
             if (index >= _table.Length || _table[index] == 0)
             {
                 // A whole uncovered block is free: no need to walk it cluster by cluster.
-                long blockEnd = (index + 1) << _blockBits;
-                long before = run;
-                run += blockEnd - c;
-                if (run >= count) return c - before;
-                c = blockEnd - 1;
+                if (run == 0) runStart = c;
+                run += blockStart + entries - c;
+                if (run >= count) return runStart;
+                c = blockStart + entries;
                 continue;
             }
-            if (await GetAsync(c, async, ct).ConfigureAwait(false) == 0)
+            var data = (await Blocks.GetAsync(BlockOffset(index), async, ct).ConfigureAwait(false)).Data;
+            int slot = (int)(c - blockStart);
+            while (slot < entries)
             {
-                if (++run == count) return c - count + 1;
+                if (run == 0)
+                {
+                    int free = RefcountBlock.IndexOf(data, _order, slot, zero: true);
+                    if (free < 0) break;
+                    slot = free;
+                    runStart = blockStart + free;
+                }
+                int used = RefcountBlock.IndexOf(data, _order, slot, zero: false);
+                int end = used < 0 ? entries : used;
+                run += end - slot;
+                if (run >= count) return runStart;
+                if (used < 0) break; // the run may go on in the next block
+                run = 0;
+                slot = used;
             }
-            else run = 0;
+            c = blockStart + entries;
         }
     }
 

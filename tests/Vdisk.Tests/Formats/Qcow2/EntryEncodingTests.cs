@@ -105,4 +105,34 @@ public class EntryEncodingTests
         Assert.Equal(expected, block[byteIndex]);
         Assert.Equal(value, RefcountBlock.Get(block, order, index));
     }
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
+    [InlineData(6)]
+    public void IndexOf_zero_and_non_zero_agrees_with_reading_entry_by_entry(int order)
+    {
+        var block = new byte[512];
+        int entries = RefcountBlock.EntryCount(block.Length, order);
+        var rng = new Random(order);
+        // Runs of used and free entries, with values whose high bytes alone are non-zero (byte order matters there).
+        for (int i = 0; i < entries;)
+        {
+            int run = rng.Next(1, 40);
+            bool used = rng.Next(2) == 0;
+            for (int k = 0; k < run && i < entries; k++, i++)
+                RefcountBlock.Set(block, order, i, used ? RefcountBlock.MaxValue(order) & (order >= 4 ? 1UL << ((1 << order) - 1) : 1) : 0);
+        }
+        for (int from = 0; from < entries; from++)
+            foreach (bool zero in new[] { true, false })
+            {
+                int expected = -1;
+                for (int i = from; i < entries; i++)
+                    if ((RefcountBlock.Get(block, order, i) == 0) == zero) { expected = i; break; }
+                Assert.Equal(expected, RefcountBlock.IndexOf(block, order, from, zero));
+            }
+    }
 }

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 
 namespace Vdisk.Formats.Qcow2.OnDisk;
 
@@ -37,5 +38,35 @@ public static class RefcountBlock
             case 6: BinaryPrimitives.WriteUInt64BigEndian(block[(index * 8)..], value); break;
             default: throw new ArgumentOutOfRangeException(nameof(order));
         }
+    }
+    /// <summary>Entries in a block of <paramref name="blockBytes"/> bytes.</summary>
+    public static int EntryCount(int blockBytes, int order) => (blockBytes * 8) >> order;
+
+    /// <summary>
+    /// The first index at or after <paramref name="from"/> whose entry is zero (<paramref name="zero"/>) or non-zero,
+    /// or -1. A zero entry is zero in either byte order, so whole-width entries are searched as native integers.
+    /// </summary>
+    public static int IndexOf(ReadOnlySpan<byte> block, int order, int from, bool zero)
+    {
+        int found = order switch
+        {
+            3 => zero ? block[from..].IndexOf((byte)0) : block[from..].IndexOfAnyExcept((byte)0),
+            4 => zero ? MemoryMarshal.Cast<byte, ushort>(block)[from..].IndexOf((ushort)0)
+                      : MemoryMarshal.Cast<byte, ushort>(block)[from..].IndexOfAnyExcept((ushort)0),
+            5 => zero ? MemoryMarshal.Cast<byte, uint>(block)[from..].IndexOf(0u)
+                      : MemoryMarshal.Cast<byte, uint>(block)[from..].IndexOfAnyExcept(0u),
+            6 => zero ? MemoryMarshal.Cast<byte, ulong>(block)[from..].IndexOf(0ul)
+                      : MemoryMarshal.Cast<byte, ulong>(block)[from..].IndexOfAnyExcept(0ul),
+            _ => IndexOfPacked(block, order, from, zero),
+        };
+        return found < 0 ? -1 : (order is >= 3 and <= 6 ? from + found : found);
+    }
+
+    private static int IndexOfPacked(ReadOnlySpan<byte> block, int order, int from, bool zero)
+    {
+        int entries = EntryCount(block.Length, order);
+        for (int i = from; i < entries; i++)
+            if ((Get(block, order, i) == 0) == zero) return i;
+        return -1;
     }
 }
