@@ -10,8 +10,12 @@ dir="${BENCH_DIR:-/var/tmp/vdisk-nbd-bench}"
 secs="${BENCH_SECONDS:-10}"
 mkdir -p "$dir"
 "$here/vdisk" --version >/dev/null   # build before timing anything
-cli="$here/src/Vdisk.Cli/bin/Release/net10.0/Vdisk.Cli.dll"
-[ -f "$cli" ] || cli=$(ls "$here"/src/Vdisk.Cli/bin/*/net10.0/Vdisk.Cli.dll | head -1)
+# The program ./vdisk runs (Native AOT, or the ReadyToRun/plain fallback), called directly.
+if [ -x "$here/artifacts/cli/Vdisk.Cli" ] && [ ! -f "$here/artifacts/cli/Vdisk.Cli.dll" ]; then
+  vdisk_serve() { "$here/artifacts/cli/Vdisk.Cli" serve "$@"; }
+else
+  vdisk_serve() { dotnet "$here/artifacts/cli/Vdisk.Cli.dll" serve "$@"; }
+fi
 sock="$dir/nbd.sock"
 pidfile="$dir/server.pid"
 server=""
@@ -19,13 +23,14 @@ server=""
 start() { # start vdisk|qemu image
   rm -f "$sock" "$pidfile"
   if [ "$1" = qemu ]; then qemu-nbd -f qcow2 --cache=writeback -t --shared=4 -k "$sock" --pid-file="$pidfile" "$2" &
-  else dotnet "$cli" serve -f qcow2 --cache=writeback -t -e 4 -k "$sock" --pid-file="$pidfile" "$2" & fi
+  else vdisk_serve -f qcow2 --cache=writeback -t -e 4 -k "$sock" --pid-file="$pidfile" "$2" & fi
   server=$!
   for _ in $(seq 300); do [ -s "$pidfile" ] && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
 }
-stop() { kill -TERM "$server"; wait "$server" || true; server=""; }
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -f "$sock"' EXIT
+# The pid file names the server itself (a backgrounded shell function would be a subshell around it).
+stop() { kill -TERM "$(cat "$pidfile")"; wait "$server" || true; server=""; }
+trap '[ -n "$server" ] && kill "$(cat "$pidfile")" 2>/dev/null; rm -f "$sock"' EXIT
 
 iops() { # iops rw bs [size]
   fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$1" --bs="$2" --iodepth=16 --numjobs=1 \

@@ -96,7 +96,10 @@ public sealed partial class NbdConnection : IDisposable
         }
     }
 
-    /// <summary>Takes the budgets, reads a WRITE's payload, and hands the request to the thread pool.</summary>
+    /// <summary>
+    /// Takes the budgets, reads a WRITE's payload, and starts the request. It runs on this thread until its first
+    /// wait (the image's I/O), then the reader moves on: no extra hop through the thread pool per request.
+    /// </summary>
     private async Task StartAsync(NbdRequest request, CancellationToken ct)
     {
         int units = request.Command is NbdCommand.Read or NbdCommand.Write
@@ -123,7 +126,7 @@ public sealed partial class NbdConnection : IDisposable
             _slots.Release();
             throw;
         }
-        _ = Task.Run(() => RunRequestAsync(request, payload, units));
+        _ = RunRequestAsync(request, payload, units);
     }
 
     private async Task RunRequestAsync(NbdRequest request, byte[]? payload, int units)

@@ -5,8 +5,8 @@ namespace Vdisk.Nbd;
 
 /// <summary>
 /// Everything the server sends, encoded big-endian, and written under one lock so that the chunks of one reply
-/// never interleave with another reply's. Replies are buffered and flushed once each, so a small reply costs one
-/// send.
+/// never interleave with another reply's. Replies are buffered; a reply is flushed unless another one is already
+/// waiting for the lock, which then flushes both: under load many small replies leave in one send.
 /// </summary>
 public sealed class NbdReplyWriter : IDisposable
 {
@@ -16,6 +16,9 @@ public sealed class NbdReplyWriter : IDisposable
 
     private readonly Stream _out;
     private readonly SemaphoreSlim _lock = new(1, 1);
+    // Replies waiting for the lock or being written. Only the last of them flushes. A sender cancelled while
+    // waiting leaves the others' bytes unflushed, but cancellation means the connection is being torn down.
+    private int _senders;
 
     public NbdReplyWriter(Stream stream) => _out = new BufferedStream(stream, 64 << 10);
 
@@ -70,26 +73,50 @@ public sealed class NbdReplyWriter : IDisposable
 
     public async ValueTask SendAsync(ReadOnlyMemory<byte> first, ReadOnlyMemory<byte> second, CancellationToken ct = default)
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await EnterAsync(ct).ConfigureAwait(false);
+        bool counted = true;
         try
         {
             await _out.WriteAsync(first, ct).ConfigureAwait(false);
             if (!second.IsEmpty) await _out.WriteAsync(second, ct).ConfigureAwait(false);
-            await _out.FlushAsync(ct).ConfigureAwait(false);
+            counted = false;
+            await FlushUnlessOthersWaitAsync(ct).ConfigureAwait(false);
         }
-        finally { _lock.Release(); }
+        finally { Leave(counted); }
     }
 
     /// <summary>Sends several pieces as one reply (the chunks of a structured READ), none interleaved with other replies.</summary>
     public async ValueTask SendAsync(IReadOnlyList<ReadOnlyMemory<byte>> pieces, CancellationToken ct = default)
     {
-        await _lock.WaitAsync(ct).ConfigureAwait(false);
+        await EnterAsync(ct).ConfigureAwait(false);
+        bool counted = true;
         try
         {
             foreach (var piece in pieces) await _out.WriteAsync(piece, ct).ConfigureAwait(false);
-            await _out.FlushAsync(ct).ConfigureAwait(false);
+            counted = false;
+            await FlushUnlessOthersWaitAsync(ct).ConfigureAwait(false);
         }
-        finally { _lock.Release(); }
+        finally { Leave(counted); }
+    }
+
+    private async ValueTask EnterAsync(CancellationToken ct)
+    {
+        Interlocked.Increment(ref _senders);
+        try { await _lock.WaitAsync(ct).ConfigureAwait(false); }
+        catch
+        {
+            Interlocked.Decrement(ref _senders);
+            throw;
+        }
+    }
+
+    private ValueTask FlushUnlessOthersWaitAsync(CancellationToken ct) =>
+        Interlocked.Decrement(ref _senders) == 0 ? new ValueTask(_out.FlushAsync(ct)) : ValueTask.CompletedTask;
+
+    private void Leave(bool stillCounted)
+    {
+        if (stillCounted) Interlocked.Decrement(ref _senders);
+        _lock.Release();
     }
 
     public ValueTask SendOptionReplyAsync(NbdOption option, NbdOptionReply type, ReadOnlySpan<byte> data, CancellationToken ct)

@@ -7,12 +7,24 @@ using Xunit;
 
 namespace Vdisk.Tests.Nbd;
 
-/// <summary>The server in-process on a unix socket, with an in-memory raw image, driven by the raw test client.</summary>
+/// <summary>
+/// The server in-process on a unix socket, with a raw image in a temporary file, driven by the raw test client. A
+/// file, not memory: the server runs each request until its first wait, so only I/O that really waits (as file
+/// I/O does) lets replies overtake each other.
+/// </summary>
 public sealed class NbdServerTests : IAsyncLifetime
 {
     private const long Size = 16 << 20;
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "vdisk-nbd-" + Guid.NewGuid().ToString("N")[..8]);
-    private readonly RawImage _image = new(new MemoryBlockDevice(Size), readOnly: false);
+    private readonly RawImage _image;
+
+    public NbdServerTests()
+    {
+        Directory.CreateDirectory(_dir);
+        var file = FileBlockDevice.Create(Path.Combine(_dir, "image.raw"));
+        file.SetLength(Size);
+        _image = new RawImage(file, readOnly: false);
+    }
     private readonly List<string> _log = new();
     private NbdServer _server = null!;
     private UnixDomainSocketEndPoint _endPoint = null!;

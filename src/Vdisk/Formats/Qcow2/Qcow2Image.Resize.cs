@@ -78,6 +78,7 @@ public sealed partial class Qcow2Image
         long last = fileClusters - 1;
         while (last > 0 && await _refcounts.GetAsync(last, async, ct).ConfigureAwait(false) == 0) last--;
         long end = (last + 1) << _clusterBits;
+        _fileLengthSeen = 0;
         if (end < Device.Length) await Device.SetLengthCoreAsync(end, async, ct).ConfigureAwait(false);
     }
 }

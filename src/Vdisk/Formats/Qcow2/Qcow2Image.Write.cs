@@ -94,13 +94,18 @@ public sealed partial class Qcow2Image
         }
     }
 
+    private long _fileLengthSeen;
+
     /// <summary>
     /// A cluster written in place must lie inside the file and carry a refcount: otherwise the allocator could
     /// hand it out again and two guest clusters would share it. Either means the metadata is corrupt.
     /// </summary>
     private async ValueTask CheckOwnedClusterAsync(long host, long guestOffset, bool async, CancellationToken ct)
     {
-        if (host >= Device.Length)
+        // The file only shrinks through this image (TruncateFileAsync resets the mark), so an offset below a length
+        // seen before is inside the file without asking the file system again on every write.
+        if (host >= _fileLengthSeen) _fileLengthSeen = Device.Length;
+        if (host >= _fileLengthSeen)
             throw SignalCorruption($"Data cluster offset 0x{host:x} lies past the end of the image file (L2 entry corrupted)", guestOffset);
         if (await _refcounts.GetAsync(host >> _clusterBits, async, ct).ConfigureAwait(false) == 0)
             throw SignalCorruption($"Data cluster at offset 0x{host:x} is in use but its refcount is 0", guestOffset);
