@@ -21,6 +21,10 @@ internal sealed class CachedTable
 /// A bounded write-back cache of cluster-sized tables (L2 tables or refcount blocks), with LRU eviction.
 /// Before any dirty table is written back, <c>beforeWriteback</c> runs: that is how the L2 cache makes the
 /// refcount blocks its entries depend on reach the disk first. All calls happen under the image's metadata lock.
+/// The buffers of evicted tables are used again for later misses, as QEMU's fixed cache does, so that random I/O
+/// over a large disk does not turn every miss into a cluster of garbage for the GC (the bulk of a server's
+/// memory otherwise). A buffer waits <see cref="RetireDelay"/> further evictions first: an operation may still
+/// hold the table it came from for a few steps after it stopped being the most recently used.
 /// </summary>
 internal sealed class TableCache
 {
@@ -29,8 +33,12 @@ internal sealed class TableCache
     private readonly Dictionary<long, CachedTable> _tables = new();
     private readonly Func<bool, ValueTask>? _beforeWriteback;
     private readonly Action<long, int> _checkWrite;
+    private readonly Queue<byte[]> _retired = new();
     private long _clock;
     private int _dirtyCount;
+
+    /// <summary>Evictions a table's buffer waits out before it holds another table.</summary>
+    public const int RetireDelay = 8;
 
     public TableCache(BlockDevice device, int tableSize, int capacity, Func<bool, ValueTask>? beforeWriteback, Action<long, int> checkWrite)
     {
@@ -57,8 +65,13 @@ internal sealed class TableCache
         }
         Misses++;
         await MakeRoomAsync(async, ct).ConfigureAwait(false);
-        var data = new byte[_tableSize];
-        await _device.ReadCoreAsync(offset, data, async, ct).ConfigureAwait(false);
+        var data = NewBuffer();
+        try { await _device.ReadCoreAsync(offset, data, async, ct).ConfigureAwait(false); }
+        catch
+        {
+            Retire(data);
+            throw;
+        }
         table = new CachedTable(offset, data) { LastUse = ++_clock };
         _tables[offset] = table;
         return table;
@@ -70,7 +83,7 @@ internal sealed class TableCache
         if (!_tables.TryGetValue(offset, out var table))
         {
             await MakeRoomAsync(async, ct).ConfigureAwait(false);
-            table = new CachedTable(offset, new byte[_tableSize]);
+            table = new CachedTable(offset, NewBuffer());
             _tables[offset] = table;
         }
         initial.Span.CopyTo(table.Data);
@@ -90,7 +103,9 @@ internal sealed class TableCache
     /// <summary>Forgets a table whose cluster was freed, without writing it.</summary>
     public void Remove(long offset)
     {
-        if (_tables.Remove(offset, out var table) && table.Dirty) _dirtyCount--;
+        if (!_tables.Remove(offset, out var table)) return;
+        if (table.Dirty) _dirtyCount--;
+        Retire(table.Data);
     }
 
     /// <summary>Forgets every table without writing any (their structure is being replaced).</summary>
@@ -130,6 +145,16 @@ internal sealed class TableCache
                 await WriteOneAsync(victim, async, ct).ConfigureAwait(false);
             }
             _tables.Remove(victim.Offset);
+            Retire(victim.Data);
         }
     }
+
+    private void Retire(byte[] buffer)
+    {
+        // Never more spare buffers than the cache holds tables: the rest goes to the GC.
+        if (_retired.Count < Capacity + RetireDelay) _retired.Enqueue(buffer);
+    }
+
+    /// <summary>A table buffer: one retired long enough ago, or a new one. Every caller overwrites all of it.</summary>
+    private byte[] NewBuffer() => _retired.Count > RetireDelay ? _retired.Dequeue() : new byte[_tableSize];
 }
