@@ -115,20 +115,8 @@ public sealed partial class CrashWorkload
         var (offset, length) = kind is OpKind.Write or OpKind.WriteZeroes or OpKind.Discard ? PickRange(rng, kind) : (0L, 0L);
         switch (kind)
         {
-            case OpKind.Write:
-                var data = new byte[length];
-                rng.NextBytes(data);
-                image.Write(offset, data.AsSpan());
-                data.CopyTo(Model.Current, (int)offset);
-                break;
-            case OpKind.WriteZeroes:
-                image.WriteZeroes(offset, length, mayUnmap: rng.Next(2) == 0);
-                Array.Clear(Model.Current, (int)offset, (int)length);
-                break;
-            case OpKind.Discard:
-                image.Discard(offset, length);
-                // What a discard leaves is the driver's choice; it is whatever reads back right after it.
-                image.Read(offset, Model.Current.AsMemory((int)offset, (int)length));
+            case OpKind.Write or OpKind.WriteZeroes or OpKind.Discard:
+                GuestRequests.Run(image, rng, kind, offset, length, Model.Current);
                 break;
             case OpKind.Flush:
                 image.Flush();
@@ -157,28 +145,8 @@ public sealed partial class CrashWorkload
         }
     }
 
-    /// <summary>Sizes log-uniform from 512 B to 256 KiB; offsets often in a hot region so that clusters are rewritten.</summary>
-    private (long Offset, long Length) PickRange(Random rng, OpKind kind)
-    {
-        long disk = Math.Min(Cell.DiskSize, CurrentSize);
-        long length = (long)Math.Round(Math.Pow(2, 9 + rng.NextDouble() * 9));
-        long region = rng.Next(3) == 0 ? disk : disk / 4;
-        long offset = (long)(rng.NextDouble() * region);
-        double a = rng.NextDouble();
-        if (kind == OpKind.Discard || a < 0.3)
-        {
-            // Cluster-aligned, whole clusters: what changes L2 entries and frees clusters.
-            offset -= offset % Cell.ClusterSize;
-            length = Math.Max(Cell.ClusterSize, length - length % Cell.ClusterSize);
-        }
-        else if (a < 0.8)
-        {
-            offset -= offset % SectorModel.SectorSize;
-            length = Math.Max(SectorModel.SectorSize, length - length % SectorModel.SectorSize);
-        }
-        length = Math.Min(length, disk - offset);
-        return (offset, length);
-    }
+    private (long Offset, long Length) PickRange(Random rng, OpKind kind) =>
+        GuestRequests.PickRange(rng, kind, Math.Min(Cell.DiskSize, CurrentSize), Cell.ClusterSize);
 
     private void Verify(Qcow2Image image, string when)
     {
