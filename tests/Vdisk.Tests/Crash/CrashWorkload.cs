@@ -12,7 +12,8 @@ public sealed record CrashCell(int ClusterSize, bool LazyRefcounts, CacheMode Ca
         $"{(ClusterSize >= 1024 ? $"{ClusterSize >> 10}K" : $"{ClusterSize}B")}{(RefcountBits != 16 ? $"/rc{RefcountBits}" : "")} lazy={(LazyRefcounts ? "on" : "off")} {Cache.ToQemuName()}";
 }
 
-public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close, SnapshotCreate, SnapshotApply, SnapshotDelete, Resize }
+/// <summary>The workloads' operations; the two steps of a commit are the commit workload's.</summary>
+public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close, SnapshotCreate, SnapshotApply, SnapshotDelete, Resize, CommitCopy, CommitEmpty }
 
 /// <summary>
 /// A guest operation and where its device requests sit in the log: records [StartLog, EndLog). <see cref="Durable"/>
@@ -135,7 +136,7 @@ public sealed partial class CrashWorkload
                 break;
         }
         if (length > 0) Model.Changed(index, offset, length);
-        bool durable = kind is OpKind.Flush or OpKind.Check or OpKind.Close || writeThrough || kind >= OpKind.SnapshotCreate;
+        bool durable = kind is OpKind.Flush or OpKind.Check or OpKind.Close or OpKind.Resize or OpKind.SnapshotCreate or OpKind.SnapshotApply or OpKind.SnapshotDelete || writeThrough;
         Ops.Add(new OpInfo(index, kind, offset, length, start, Recorder.Records.Length, durable) { SizeAfter = CurrentSize });
         if (!RefcountTableGrew && kind != OpKind.Close)
         {
