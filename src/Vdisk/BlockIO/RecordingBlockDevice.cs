@@ -50,6 +50,21 @@ public sealed record DeviceRecord(RecordKind Kind, long Offset, long Length, Rea
 }
 
 /// <summary>
+/// Orders the records of several <see cref="RecordingBlockDevice"/>s in one timeline, e.g. the files of a backing
+/// chain: each completed record takes the next tick. A crash of them all at one instant keeps, on each device, the
+/// records before that tick.
+/// </summary>
+public sealed class RecordClock
+{
+    private long _now;
+
+    /// <summary>Ticks so far: the time the next record will complete at is <c>Now + 1</c>.</summary>
+    public long Now => Interlocked.Read(ref _now);
+
+    internal long Tick() => Interlocked.Increment(ref _now);
+}
+
+/// <summary>
 /// Passes every request to an inner device and logs each completed write, write-zeroes, discard, set-length and
 /// flush in completion order, like QEMU's blklogwrites. A crash-consistency campaign builds crash states from the
 /// log: everything up to a flush, plus any subset of the later records, possibly torn into sectors.
@@ -62,15 +77,23 @@ public sealed class RecordingBlockDevice : BlockDevice
     private readonly bool _leaveInnerOpen;
     private readonly MemoryBlockDevice _initial;
     private readonly object _lock = new();
-    private ImmutableArray<DeviceRecord>.Builder _records = ImmutableArray.CreateBuilder<DeviceRecord>();
+    private readonly ImmutableArray<DeviceRecord>.Builder _records = ImmutableArray.CreateBuilder<DeviceRecord>();
+    private readonly ImmutableArray<long>.Builder _times = ImmutableArray.CreateBuilder<long>();
 
-    /// <summary>Starts recording; the inner device's current content is captured as the initial state.</summary>
-    public RecordingBlockDevice(BlockDevice inner, bool leaveInnerOpen = false)
+    /// <summary>
+    /// Starts recording; the inner device's current content is captured as the initial state. Recorders given the
+    /// same <paramref name="clock"/> share a timeline (<see cref="RecordTimes"/>); without one, a recorder has its own.
+    /// </summary>
+    public RecordingBlockDevice(BlockDevice inner, bool leaveInnerOpen = false, RecordClock? clock = null)
     {
         _inner = inner;
         _leaveInnerOpen = leaveInnerOpen;
         _initial = DeviceSnapshot.Capture(inner);
+        Clock = clock ?? new RecordClock();
     }
+
+    /// <summary>The clock the records' times are read from.</summary>
+    public RecordClock Clock { get; }
 
     public override string Name => _inner.Name;
     public override bool IsReadOnly => _inner.IsReadOnly;
@@ -79,6 +102,9 @@ public sealed class RecordingBlockDevice : BlockDevice
 
     /// <summary>The log so far, oldest first.</summary>
     public ImmutableArray<DeviceRecord> Records { get { lock (_lock) return _records.ToImmutable(); } }
+
+    /// <summary>When each of <see cref="Records"/> completed, in ticks of <see cref="Clock"/> (increasing, from 1).</summary>
+    public ImmutableArray<long> RecordTimes { get { lock (_lock) return _times.ToImmutable(); } }
 
     /// <summary>Indices into <see cref="Records"/> of the flush records.</summary>
     public ImmutableArray<int> FlushIndices
@@ -158,7 +184,11 @@ public sealed class RecordingBlockDevice : BlockDevice
 
     private void Append(DeviceRecord record)
     {
-        lock (_lock) _records.Add(record);
+        lock (_lock)
+        {
+            _records.Add(record);
+            _times.Add(Clock.Tick());
+        }
     }
 
     protected override void Dispose(bool disposing)

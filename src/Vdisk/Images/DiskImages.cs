@@ -42,13 +42,14 @@ public static class DiskImages
         return string.IsNullOrEmpty(dir) ? backingName : System.IO.Path.Combine(dir, backingName);
     }
 
-    /// <summary>Opens the backing file named in an image, read-only, with the same cache mode.</summary>
+    /// <summary>Opens the backing file named in an image, read-only, with the same cache mode (through <see cref="ImageOpenOptions.BackingOpener"/> if set).</summary>
     public static DiskImage OpenBacking(string imagePath, string backingName, string? backingFormat, ImageOpenOptions parent)
     {
         var resolved = ResolveBackingPath(imagePath, backingName);
+        var options = parent with { ReadOnly = true, Format = backingFormat, NoBacking = false, Snapshot = null, Options = new Dictionary<string, string>() };
         try
         {
-            return Open(resolved, parent with { ReadOnly = true, Format = backingFormat, NoBacking = false, Snapshot = null, Options = new Dictionary<string, string>() });
+            return parent.BackingOpener is { } open ? open(resolved, options) : Open(resolved, options);
         }
         catch (DiskImageException e) when (e.Kind == DiskImageErrorKind.NotFound)
         {

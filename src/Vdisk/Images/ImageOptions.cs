@@ -22,6 +22,12 @@ public sealed record ImageOpenOptions
     public Action<string>? Messages { get; init; }
     /// <summary>Format-specific runtime options, QEMU style (e.g. "l2-cache-size").</summary>
     public IReadOnlyDictionary<string, string> Options { get; init; } = new Dictionary<string, string>();
+    /// <summary>
+    /// Opens a backing file instead of the file system: given the backing file's name resolved against the image's
+    /// folder and the options to open it with (read-only, its format), returns the opened image. Null opens the file.
+    /// For chains that do not live in files, e.g. images in memory.
+    /// </summary>
+    public Func<string, ImageOpenOptions, DiskImage>? BackingOpener { get; init; }
     /// <summary>Registry used to resolve formats of this image and its backing files.</summary>
     public ImageFormatRegistry Registry { get; init; } = ImageFormatRegistry.Default;
     /// <summary>Files already open further up the chain, to refuse a chain that loops back on itself.</summary>

@@ -57,6 +57,25 @@ public class RecordingBlockDeviceTests
     }
 
     [Fact]
+    public void RecordersSharingAClockShareOneTimeline()
+    {
+        var clock = new RecordClock();
+        using var a = new RecordingBlockDevice(new MemoryBlockDevice(), clock: clock);
+        using var b = new RecordingBlockDevice(new MemoryBlockDevice(), clock: clock);
+        a.Write(0, Pattern(512, 1).AsSpan());
+        b.Write(0, Pattern(512, 2).AsSpan());
+        b.Flush();
+        a.Flush();
+
+        Assert.Equal([1L, 4L], a.RecordTimes.ToArray());
+        Assert.Equal([2L, 3L], b.RecordTimes.ToArray());
+        Assert.Equal(4, clock.Now);
+        using var alone = new RecordingBlockDevice(new MemoryBlockDevice());
+        alone.Flush();
+        Assert.Equal([1L], alone.RecordTimes.ToArray());
+    }
+
+    [Fact]
     public void BuildStateAppliesThePrefixThenTheChosenLaterRecords()
     {
         var inner = new MemoryBlockDevice();

@@ -5,28 +5,19 @@ using Vdisk.Images;
 namespace Vdisk.Tests.Crash;
 
 /// <summary>The campaign's tallies for one cell (or several, added up).</summary>
-public sealed class CampaignCounts
+public sealed class CampaignCounts : CampaignTally
 {
     public int Workloads, States, Clean, LeaksOnly, CorruptDirty, Repaired, QemuChecked, RefcountGrowths, CrashesInRepair;
     public int FlushedMismatches, UnflushedMismatches, StatesWithMismatch;
     public int SnapshotCreates, SnapshotApplies, SnapshotDeletes, Resizes, L1Grows;
     public int InsideSnapshotOp, InsideResize, CopiedOnly, NewSize;
-    public int FailureCount;
-    public Dictionary<CrashVariant, int> ByVariant { get; } = new();
-    public List<string> Failures { get; } = new();
-
-    public void Fail(string what)
-    {
-        FailureCount++;
-        if (Failures.Count < 25) Failures.Add(what);
-    }
 
     public string Summary(string name) =>
         $"{name,-28} workloads {Workloads,3} (reftable grew in {RefcountGrowths}) | states {States,5}: clean {Clean}, leaks-only {LeaksOnly}, " +
         $"corrupt+dirty {CorruptDirty}, repaired {Repaired}, qemu-checked {QemuChecked}, crashes inside a repair {CrashesInRepair} | mismatches: flushed {FlushedMismatches}, " +
         $"unflushed {UnflushedMismatches} | ops: snapshot create {SnapshotCreates}, apply {SnapshotApplies}, delete {SnapshotDeletes}, resize {Resizes} " +
         $"(L1 moved {L1Grows}) | states inside a snapshot op {InsideSnapshotOp} (COPIED-only {CopiedOnly}), inside a resize {InsideResize} " +
-        $"(new size {NewSize}) | failures {FailureCount} | variants {string.Join(' ', ByVariant.OrderBy(k => k.Key).Select(k => $"{k.Key}={k.Value}"))}";
+        $"(new size {NewSize}) | failures {FailureCount} | variants {Variants}";
 }
 
 /// <summary>
@@ -58,22 +49,13 @@ public sealed class CrashCampaign
         counts.Resizes += w.Ops.Count(o => o.Kind == OpKind.Resize);
         counts.L1Grows += w.L1Grows;
         foreach (var p in w.LiveProblems) counts.Fail($"{w.Cell} seed {w.Seed}: {p}");
-        var finalLayout = QcowLayout.Read(w.Final);
         var rng = new Random(w.Seed * 7919 + 1);
-        var prefix = w.Recorder.BuildState(0);
-        int applied = 0;
-        QcowLayout? metadata = null;
+        var builder = new CrashStateBuilder(w.Recorder, w.Final);
         foreach (var state in CrashStates.Choose(w.Records, stateCount, rng))
         {
-            if (metadata is null || applied != state.Prefix)
-            {
-                for (; applied < state.Prefix; applied++) w.Records[applied].ApplyTo(prefix);
-                metadata = QcowLayout.Read(prefix);
-                metadata.MetadataClusters.UnionWith(finalLayout.MetadataClusters);
-            }
-            var device = CrashStates.Build(w.Records, state, prefix, metadata);
+            var device = builder.Build(state);
             counts.States++;
-            counts.ByVariant[state.Variant] = counts.ByVariant.GetValueOrDefault(state.Variant) + 1;
+            counts.CountVariant(state.Variant);
             try { Evaluate(w, state, device, counts, nested: false); }
             catch (Exception e) { counts.Fail($"{w.Cell} seed {w.Seed} {state}: {e.GetType().Name}: {e.Message}"); }
         }
@@ -101,34 +83,25 @@ public sealed class CrashCampaign
         {
             ReadAndVerify(w, ro, disk, durable, last, sizes, "after the crash", where, counts);
             if (!nested && ro.Size != sizes[0] && interrupted.Any(o => o.Kind == OpKind.Resize)) counts.NewSize++;
-            var check = ro.Check();
-            needsRepair = !check.IsClean || ro.IsDirty;
-            bool corrupt = check.Corruptions != 0 || check.CheckErrors != 0;
+            var condition = CrashOracles.CheckAsLeft(ro, copiedAllowed);
+            needsRepair = condition.NeedsRepair;
             if (!nested)
             {
-                if (!corrupt && check.Leaks == 0) counts.Clean++;
-                else if (!corrupt) counts.LeaksOnly++;
-                else if (ro.IsDirty) counts.CorruptDirty++;
+                if (condition.Clean) counts.Clean++;
+                else if (condition.LeaksOnly) counts.LeaksOnly++;
+                else if (condition.Dirty) counts.CorruptDirty++;
+                if (condition.CopiedOnly && condition.Corrupt) counts.CopiedOnly++;
             }
-            bool copiedOnly = copiedAllowed && check.CheckErrors == 0 && check.Corruptions == check.Messages.Count(m => m.StartsWith("ERROR OFLAG_COPIED", StringComparison.Ordinal));
-            if (copiedOnly && corrupt && !nested) counts.CopiedOnly++;
-            if (corrupt && !copiedOnly && !(w.Cell.LazyRefcounts && ro.IsDirty)) counts.Fail($"{where}: check found {check.Corruptions} corruptions{(ro.IsDirty ? "" : " without the dirty bit")}: {string.Join("; ", check.Messages.Take(4))}");
+            if (condition.Problem(w.Cell.LazyRefcounts) is { } problem) counts.Fail($"{where}: {problem}");
         }
 
         if (needsRepair && !nested) counts.Repaired++;
         var origin = needsRepair && !nested && counts.Repaired % CrashRepairEvery == 0 ? device.Clone() : null;
-        using (var rw = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions()))
-        {
-            var repair = rw.Check(CheckRepair.All);
-            if (repair.Corruptions != 0 || repair.CheckErrors != 0)
-                counts.Fail($"{where}: check -r all left {repair.Corruptions} corruptions: {string.Join("; ", repair.Messages.Take(4))}");
-        }
+        if (CrashOracles.Repair(device) is { } repairProblem) counts.Fail($"{where}: {repairProblem}");
         if (origin is not null) CrashInsideRepair(w, state, origin, counts);
         using (var after = Qcow2Image.Open(new BorrowedBlockDevice(device), new ImageOpenOptions { ReadOnly = true }))
         {
-            var check = after.Check();
-            if (!check.IsClean || after.IsDirty)
-                counts.Fail($"{where}: not clean after repair ({check.Corruptions} corruptions, {check.Leaks} leaks, dirty {after.IsDirty}): {string.Join("; ", check.Messages.Take(4))}");
+            if (CrashOracles.NotCleanAfterRepair(after) is { } problem) counts.Fail($"{where}: {problem}");
             ReadAndVerify(w, after, disk, durable, last, sizes, "after repair", where, counts);
         }
 
@@ -163,11 +136,9 @@ public sealed class CrashCampaign
         }
     }
 
-    /// <summary>Criterion 5: no host cluster is referenced twice (counted here, independently of the checker).</summary>
     private static void CheckSingleReferences(MemoryBlockDevice device, string when, string where, CampaignCounts counts)
     {
-        var twice = QcowLayout.Read(device).ReferencedTwice.Take(3).ToList();
-        if (twice.Count > 0) counts.Fail($"{where}: host clusters referenced twice {when}: {string.Join(", ", twice)}");
+        if (CrashOracles.ReferencedTwice(device) is { } problem) counts.Fail($"{where}: {when}: {problem}");
     }
 
     /// <summary>Criteria 1 and 2, and a size the guest had: the old or the new one of an interrupted resize or apply.</summary>

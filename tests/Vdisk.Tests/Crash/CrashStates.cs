@@ -35,15 +35,25 @@ public static class CrashStates
         for (int i = 0; i < count; i++)
         {
             int cut = 1 + rng.Next(records.Count);
-            int lastFlush = cut - 1;
-            while (lastFlush >= 0 && records[lastFlush].Kind != RecordKind.Flush) lastFlush--;
-            double v = rng.NextDouble();
-            var variant = v < 0.4 ? CrashVariant.Subset : v < 0.6 ? CrashVariant.SubsetTruncated
-                : v < 0.8 ? CrashVariant.MetadataOnly : v < 0.9 ? CrashVariant.DataOnly : CrashVariant.Everything;
-            states.Add(new CrashState(lastFlush + 1, cut, variant, rng.Next()));
+            states.Add(At(records, cut, PickVariant(rng), rng.Next()));
         }
         states.Sort((a, b) => a.Prefix.CompareTo(b.Prefix));
         return states;
+    }
+
+    /// <summary>The state of a crash after the first <paramref name="cut"/> records: durable up to the last flush among them.</summary>
+    public static CrashState At(IReadOnlyList<DeviceRecord> records, int cut, CrashVariant variant, int seed)
+    {
+        int lastFlush = cut - 1;
+        while (lastFlush >= 0 && records[lastFlush].Kind != RecordKind.Flush) lastFlush--;
+        return new CrashState(lastFlush + 1, cut, variant, seed);
+    }
+
+    public static CrashVariant PickVariant(Random rng)
+    {
+        double v = rng.NextDouble();
+        return v < 0.4 ? CrashVariant.Subset : v < 0.6 ? CrashVariant.SubsetTruncated
+            : v < 0.8 ? CrashVariant.MetadataOnly : v < 0.9 ? CrashVariant.DataOnly : CrashVariant.Everything;
     }
 
     /// <summary>The device a state leaves, from a device holding the log's initial state plus the prefix.</summary>

@@ -12,7 +12,8 @@ public sealed record CrashCell(int ClusterSize, bool LazyRefcounts, CacheMode Ca
         $"{(ClusterSize >= 1024 ? $"{ClusterSize >> 10}K" : $"{ClusterSize}B")}{(RefcountBits != 16 ? $"/rc{RefcountBits}" : "")} lazy={(LazyRefcounts ? "on" : "off")} {Cache.ToQemuName()}";
 }
 
-public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close, SnapshotCreate, SnapshotApply, SnapshotDelete, Resize }
+/// <summary>The workloads' operations; the two steps of a commit are the commit workload's.</summary>
+public enum OpKind { Write, WriteZeroes, Discard, Flush, Check, Close, SnapshotCreate, SnapshotApply, SnapshotDelete, Resize, CommitCopy, CommitEmpty }
 
 /// <summary>
 /// A guest operation and where its device requests sit in the log: records [StartLog, EndLog). <see cref="Durable"/>
@@ -115,20 +116,8 @@ public sealed partial class CrashWorkload
         var (offset, length) = kind is OpKind.Write or OpKind.WriteZeroes or OpKind.Discard ? PickRange(rng, kind) : (0L, 0L);
         switch (kind)
         {
-            case OpKind.Write:
-                var data = new byte[length];
-                rng.NextBytes(data);
-                image.Write(offset, data.AsSpan());
-                data.CopyTo(Model.Current, (int)offset);
-                break;
-            case OpKind.WriteZeroes:
-                image.WriteZeroes(offset, length, mayUnmap: rng.Next(2) == 0);
-                Array.Clear(Model.Current, (int)offset, (int)length);
-                break;
-            case OpKind.Discard:
-                image.Discard(offset, length);
-                // What a discard leaves is the driver's choice; it is whatever reads back right after it.
-                image.Read(offset, Model.Current.AsMemory((int)offset, (int)length));
+            case OpKind.Write or OpKind.WriteZeroes or OpKind.Discard:
+                GuestRequests.Run(image, rng, kind, offset, length, Model.Current);
                 break;
             case OpKind.Flush:
                 image.Flush();
@@ -147,7 +136,7 @@ public sealed partial class CrashWorkload
                 break;
         }
         if (length > 0) Model.Changed(index, offset, length);
-        bool durable = kind is OpKind.Flush or OpKind.Check or OpKind.Close || writeThrough || kind >= OpKind.SnapshotCreate;
+        bool durable = kind is OpKind.Flush or OpKind.Check or OpKind.Close or OpKind.Resize or OpKind.SnapshotCreate or OpKind.SnapshotApply or OpKind.SnapshotDelete || writeThrough;
         Ops.Add(new OpInfo(index, kind, offset, length, start, Recorder.Records.Length, durable) { SizeAfter = CurrentSize });
         if (!RefcountTableGrew && kind != OpKind.Close)
         {
@@ -157,28 +146,8 @@ public sealed partial class CrashWorkload
         }
     }
 
-    /// <summary>Sizes log-uniform from 512 B to 256 KiB; offsets often in a hot region so that clusters are rewritten.</summary>
-    private (long Offset, long Length) PickRange(Random rng, OpKind kind)
-    {
-        long disk = Math.Min(Cell.DiskSize, CurrentSize);
-        long length = (long)Math.Round(Math.Pow(2, 9 + rng.NextDouble() * 9));
-        long region = rng.Next(3) == 0 ? disk : disk / 4;
-        long offset = (long)(rng.NextDouble() * region);
-        double a = rng.NextDouble();
-        if (kind == OpKind.Discard || a < 0.3)
-        {
-            // Cluster-aligned, whole clusters: what changes L2 entries and frees clusters.
-            offset -= offset % Cell.ClusterSize;
-            length = Math.Max(Cell.ClusterSize, length - length % Cell.ClusterSize);
-        }
-        else if (a < 0.8)
-        {
-            offset -= offset % SectorModel.SectorSize;
-            length = Math.Max(SectorModel.SectorSize, length - length % SectorModel.SectorSize);
-        }
-        length = Math.Min(length, disk - offset);
-        return (offset, length);
-    }
+    private (long Offset, long Length) PickRange(Random rng, OpKind kind) =>
+        GuestRequests.PickRange(rng, kind, Math.Min(Cell.DiskSize, CurrentSize), Cell.ClusterSize);
 
     private void Verify(Qcow2Image image, string when)
     {
