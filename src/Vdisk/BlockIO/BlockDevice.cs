@@ -25,6 +25,13 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
     public long Length => GetLength();
     public abstract long GetLength();
 
+    /// <summary>
+    /// In a writethrough cache mode, stops making each write durable on its own: the caller (an image format)
+    /// flushes once at the end of every request instead, after ordering its metadata with flushes of its own.
+    /// That is how QEMU's block layer implements writethrough, and it saves an fdatasync per file write.
+    /// </summary>
+    public virtual void LeaveWriteThroughToCaller() { }
+
     protected internal abstract ValueTask ReadCoreAsync(long offset, Memory<byte> buffer, bool async, CancellationToken ct);
     protected internal abstract ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> buffer, bool async, CancellationToken ct);
     /// <summary>Scatter/gather write of consecutive buffers starting at offset.</summary>

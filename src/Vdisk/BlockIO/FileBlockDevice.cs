@@ -23,6 +23,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         _path = path;
         IsReadOnly = readOnly;
         _cache = cache;
+        _syncEachWrite = cache.IsWriteThrough();
         Alignment = alignment;
     }
 
@@ -33,6 +34,10 @@ public sealed partial class FileBlockDevice : BlockDevice
     /// <summary>Write-zeroes is a fallocate(2) call here, not a write of zeroed buffers (Linux, buffered I/O, and the file system accepts it).</summary>
     internal bool ZeroesByAllocation => OperatingSystem.IsLinux() && Alignment == 1 && !_zeroRangeUnsupported;
     public CacheMode CacheMode => _cache;
+
+    private bool _syncEachWrite;
+
+    public override void LeaveWriteThroughToCaller() => _syncEachWrite = false;
 
     /// <summary>Opens an existing file.</summary>
     public static FileBlockDevice Open(string path, bool readOnly = false, CacheMode cache = CacheMode.Writeback)
@@ -129,7 +134,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         ThrowIfReadOnly();
         if (Alignment > 1) await WriteDirectAsync(offset, buffer, async, ct).ConfigureAwait(false);
         else await PositionalWriteAsync(offset, buffer, async, ct).ConfigureAwait(false);
-        if (_cache.IsWriteThrough()) Sync();
+        if (_syncEachWrite) Sync();
     }
 
     private async ValueTask WriteGatherInnerAsync(long offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers, bool async, CancellationToken ct)
@@ -143,7 +148,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         }
         if (async) await RandomAccess.WriteAsync(_handle, buffers, offset, ct).ConfigureAwait(false);
         else RandomAccess.Write(_handle, buffers, offset);
-        if (_cache.IsWriteThrough()) Sync();
+        if (_syncEachWrite) Sync();
     }
 
     private async ValueTask WriteZeroesInnerAsync(long offset, long length, bool mayUnmap, bool async, CancellationToken ct)
@@ -156,7 +161,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         if (offset >= fileLength)
         {
             await GrowToAsync(offset + length, async, ct).ConfigureAwait(false);
-            if (_cache.IsWriteThrough()) Sync();
+            if (_syncEachWrite) Sync();
             return;
         }
         if (OperatingSystem.IsLinux() && Alignment == 1)
@@ -165,7 +170,7 @@ public sealed partial class FileBlockDevice : BlockDevice
             {
                 if (LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_PUNCH_HOLE | LinuxNative.FALLOC_FL_KEEP_SIZE, offset, length) == 0)
                 {
-                    if (_cache.IsWriteThrough()) Sync();
+                    if (_syncEachWrite) Sync();
                     return;
                 }
                 _punchHoleUnsupported = true;
@@ -174,7 +179,7 @@ public sealed partial class FileBlockDevice : BlockDevice
             {
                 if (LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_ZERO_RANGE, offset, length) == 0)
                 {
-                    if (_cache.IsWriteThrough()) Sync();
+                    if (_syncEachWrite) Sync();
                     return;
                 }
                 _zeroRangeUnsupported = true;

@@ -82,26 +82,31 @@ public sealed partial class Qcow2Image
     private async ValueTask<long> CompareRefcountsAsync(ImageCheckResult r, CheckScan scan, CheckRepair repair, bool async, CancellationToken ct)
     {
         long highest = -1;
-        var seen = new HashSet<long>();
+        // Clusters of the blocks walked here are compared in the walk; referenced clusters elsewhere after it.
+        var walked = new bool[_refcounts.EntryCount];
         int blockBits = _clusterBits + 3 - _refcounts.Order;
         for (int i = 0; i < _refcounts.EntryCount; i++)
         {
             long block = _refcounts.BlockOffset(i);
             if (block == 0 || (block & (ClusterSize - 1)) != 0 || block >> _clusterBits >= scan.FileClusters) continue;
+            walked[i] = true;
             var data = (await _refcounts.Blocks.GetAsync(block, async, ct).ConfigureAwait(false)).Data;
             for (int slot = 0; slot < 1 << blockBits; slot++)
             {
                 long cluster = ((long)i << blockBits) + slot;
                 ulong onDisk = RefcountBlock.Get(data, _refcounts.Order, slot);
                 ulong counted = scan.Counts[cluster];
-                if (onDisk == 0 && counted == 0) continue;
-                seen.Add(cluster);
+                if (onDisk == counted)
+                {
+                    if (onDisk != 0) highest = Math.Max(highest, cluster); // the common case, kept out of the async call
+                    continue;
+                }
                 highest = await CompareOneAsync(r, cluster, onDisk, counted, repair, highest, async, ct).ConfigureAwait(false);
                 data = (await _refcounts.Blocks.GetAsync(block, async, ct).ConfigureAwait(false)).Data;
             }
         }
         foreach (long cluster in scan.Counts.Referenced())
-            if (!seen.Contains(cluster))
+            if (cluster >> blockBits >= walked.Length || !walked[cluster >> blockBits])
                 highest = await CompareOneAsync(r, cluster, 0, scan.Counts[cluster], repair, highest, async, ct).ConfigureAwait(false);
         return highest;
     }
@@ -149,6 +154,9 @@ public sealed partial class Qcow2Image
     private async ValueTask CheckCopiedFlagsAsync(ImageCheckResult r, CheckRepair repair, bool async, CancellationToken ct)
     {
         bool fix = repair.HasFlag(CheckRepair.Errors);
+        var clusters = new List<long>((int)L2Entries);
+        var slots = new List<long>((int)L2Entries);
+        var refcounts = new ulong[L2Entries];
         for (int i = 0; i < _l1.Length; i++)
         {
             long l2Offset = _l1[i] & (long)Entry.L1OffsetMask;
@@ -167,12 +175,22 @@ public sealed partial class Qcow2Image
                 else r.Corruptions++;
             }
             var l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
-            for (long j = 0; j < L2Entries; j++)
+            clusters.Clear();
+            slots.Clear();
+            for (long j = NextUsedEntry(l2.Data, 0); j < L2Entries; j = NextUsedEntry(l2.Data, j + 1))
             {
                 var e = ReadEntry(l2, j);
-                var kind = e.Kind(_extended);
-                if (kind is not (ClusterKind.Normal or ClusterKind.ZeroAllocated) || (e.HostOffset & (ClusterSize - 1)) != 0) continue;
-                ulong drc = await _refcounts.GetAsync(e.HostOffset >> _clusterBits, async, ct).ConfigureAwait(false);
+                if (e.Kind(_extended) is not (ClusterKind.Normal or ClusterKind.ZeroAllocated) || (e.HostOffset & (ClusterSize - 1)) != 0) continue;
+                clusters.Add(e.HostOffset >> _clusterBits);
+                slots.Add(j);
+            }
+            await _refcounts.GetManyAsync(clusters, refcounts, async, ct).ConfigureAwait(false);
+            for (int k = 0; k < slots.Count; k++)
+            {
+                long j = slots[k];
+                l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
+                var e = ReadEntry(l2, j);
+                ulong drc = refcounts[k];
                 if ((drc == 1) == e.IsCopied) continue;
                 r.Messages.Add($"{(fix ? "Repairing" : "ERROR")} OFLAG_COPIED data cluster: l2_entry={e.Raw:x} refcount={drc}");
                 if (fix)

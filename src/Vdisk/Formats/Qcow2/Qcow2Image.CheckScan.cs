@@ -106,7 +106,7 @@ public sealed partial class Qcow2Image
             }
             if (!Count(scan, r, l2Offset, ClusterSize)) continue;
             await Device.ReadCoreAsync(l2Offset, table, async, ct).ConfigureAwait(false);
-            for (long j = 0; j < L2Entries; j++)
+            for (long j = NextUsedEntry(table, 0); j < L2Entries; j = NextUsedEntry(table, j + 1))
             {
                 var span = table.AsSpan((int)(j * _header.L2EntrySize));
                 var e = new L2Entry(BinaryPrimitives.ReadUInt64BigEndian(span), _extended ? BinaryPrimitives.ReadUInt64BigEndian(span[8..]) : 0);

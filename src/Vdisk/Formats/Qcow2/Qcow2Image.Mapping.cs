@@ -31,6 +31,19 @@ public sealed partial class Qcow2Image
         return new L2Entry(BinaryPrimitives.ReadUInt64BigEndian(span), _extended ? BinaryPrimitives.ReadUInt64BigEndian(span[8..]) : 0);
     }
 
+    /// <summary>
+    /// The first entry at or after <paramref name="from"/> with any bit set, or <c>L2Entries</c>: scans of whole
+    /// tables skip the all-zero (unallocated) entries that make up most of a sparse table with a vectorised search.
+    /// </summary>
+    private long NextUsedEntry(byte[] table, long from)
+    {
+        int size = _header.L2EntrySize;
+        int at = (int)(from * size);
+        if (at >= ClusterSize) return L2Entries;
+        int found = table.AsSpan(at, ClusterSize - at).IndexOfAnyExcept((byte)0);
+        return found < 0 ? L2Entries : from + found / size;
+    }
+
     private void WriteEntry(CachedTable l2, long index, ulong raw, ulong bitmap)
     {
         var span = l2.Data.AsSpan((int)(index * _header.L2EntrySize));

@@ -38,7 +38,7 @@ public sealed partial class Qcow2Image
             // One pass over the table (nothing awaited, so the cached table stays put), then the refcounts in a batch.
             var l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
             clusters.Clear();
-            for (long j = 0; j < L2Entries; j++)
+            for (long j = NextUsedEntry(l2.Data, 0); j < L2Entries; j = NextUsedEntry(l2.Data, j + 1))
             {
                 var e = ReadEntry(l2, j);
                 AddHostClusters(e, clusters);
@@ -132,7 +132,7 @@ public sealed partial class Qcow2Image
             var l2 = await _l2Cache.GetAsync(l2Offset, async, ct).ConfigureAwait(false);
             clusters.Clear();
             slots.Clear();
-            for (long j = 0; j < L2Entries; j++)
+            for (long j = NextUsedEntry(l2.Data, 0); j < L2Entries; j = NextUsedEntry(l2.Data, j + 1))
             {
                 var e = ReadEntry(l2, j);
                 if (e.Kind(_extended) is not (ClusterKind.Normal or ClusterKind.ZeroAllocated)) continue;

@@ -39,6 +39,8 @@ public sealed partial class Qcow2Image : DiskImage
         _l2Bits = header.L2Bits;
         _extended = header.ExtendedL2;
         _writeThrough = options.Cache.IsWriteThrough();
+        // Every guest request ends with a flush here, and metadata is ordered by explicit barriers.
+        if (_writeThrough && !readOnly) device.LeaveWriteThroughToCaller();
         _lazyRefcounts = !readOnly && header.Version >= 3 && header.Compatible.HasFlag(CompatibleFeatures.LazyRefcounts)
             && !(options.Options.TryGetValue("lazy-refcounts", out var lazy) && lazy == "off");
         Size = header.Size;
