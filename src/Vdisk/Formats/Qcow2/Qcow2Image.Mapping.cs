@@ -46,10 +46,11 @@ public sealed partial class Qcow2Image
 
     private void WriteEntry(CachedTable l2, long index, ulong raw, ulong bitmap)
     {
-        var span = l2.Data.AsSpan((int)(index * _header.L2EntrySize));
+        int at = (int)(index * _header.L2EntrySize);
+        var span = l2.Data.AsSpan(at);
         BinaryPrimitives.WriteUInt64BigEndian(span, raw);
         if (_extended) BinaryPrimitives.WriteUInt64BigEndian(span[8..], bitmap);
-        _l2Cache.MarkDirty(l2);
+        _l2Cache.MarkDirty(l2, at, _header.L2EntrySize);
     }
 
     /// <summary>The L2 entry of a guest cluster (empty if its L2 table does not exist). Caller holds the lock.</summary>

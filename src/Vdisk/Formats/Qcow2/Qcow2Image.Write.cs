@@ -166,29 +166,17 @@ public sealed partial class Qcow2Image
         bool success = false;
         try
         {
-            // Write the whole range in one request: the data, and around it the old content (zeros when the
-            // old state reads as zeros, which needs no reads at all).
             bool zeroBackground = await ReadsAsZeroAsync(old, clusterStart, async, ct).ConfigureAwait(false);
-            var buffer = ArrayPool<byte>.Shared.Rent(end - start);
-            try
+            if (freshHost && zeroBackground)
             {
-                var fill = buffer.AsMemory(0, end - start);
-                int tail = inCluster + data.Length;
-                if (zeroBackground)
-                {
-                    fill.Span[..(inCluster - start)].Clear();
-                    fill.Span[(tail - start)..].Clear();
-                }
-                else
-                {
-                    await ReadGuestRangeAsync(clusterStart + start, fill[..(inCluster - start)], async, ct).ConfigureAwait(false);
-                    await ReadGuestRangeAsync(clusterStart + tail, fill[(tail - start)..], async, ct).ConfigureAwait(false);
-                }
-                data.CopyTo(fill[(inCluster - start)..]);
+                // Nothing to copy and nothing to hide: extend the file over the cluster (it reads as zeros) and
+                // write just the data, as QEMU does with its zero-range fill, instead of a cluster of zeros.
                 CheckDataWrite(host + start, end - start);
-                await Device.WriteCoreAsync(host + start, fill, async, ct).ConfigureAwait(false);
+                if (data.Length < end - start)
+                    await Device.WriteZeroesCoreAsync(host + start, end - start, mayUnmap: false, async, ct).ConfigureAwait(false);
+                await Device.WriteCoreAsync(host + inCluster, data, async, ct).ConfigureAwait(false);
             }
-            finally { ArrayPool<byte>.Shared.Return(buffer); }
+            else await WriteFilledAsync(clusterStart, host, start, end, inCluster, data, zeroBackground, async, ct).ConfigureAwait(false);
 
             await LockAsync(async, ct).ConfigureAwait(false);
             try
@@ -208,6 +196,35 @@ public sealed partial class Qcow2Image
         {
             if (!success && !reused) await ReleaseAllocationAsync(host, async).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Writes [start, end) of the host cluster in one request: the data, and around it the old content (zeros when
+    /// the old state reads as zeros, which needs no reads at all).
+    /// </summary>
+    private async ValueTask WriteFilledAsync(long clusterStart, long host, int start, int end, int inCluster, ReadOnlyMemory<byte> data,
+        bool zeroBackground, bool async, CancellationToken ct)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(end - start);
+        try
+        {
+            var fill = buffer.AsMemory(0, end - start);
+            int tail = inCluster + data.Length;
+            if (zeroBackground)
+            {
+                fill.Span[..(inCluster - start)].Clear();
+                fill.Span[(tail - start)..].Clear();
+            }
+            else
+            {
+                await ReadGuestRangeAsync(clusterStart + start, fill[..(inCluster - start)], async, ct).ConfigureAwait(false);
+                await ReadGuestRangeAsync(clusterStart + tail, fill[(tail - start)..], async, ct).ConfigureAwait(false);
+            }
+            data.CopyTo(fill[(inCluster - start)..]);
+            CheckDataWrite(host + start, end - start);
+            await Device.WriteCoreAsync(host + start, fill, async, ct).ConfigureAwait(false);
+        }
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     /// <summary>Reads the current guest content of a range that may run past the virtual size (zeros there).</summary>

@@ -156,7 +156,9 @@ internal sealed partial class RefcountTable
             throw new DiskImageException(DiskImageErrorKind.InvalidArgument, _path,
                 $"Refcount of cluster {cluster} would exceed {MaxRefcount}; use qemu-img amend to increase the refcount entry width");
         RefcountBlock.Set(block.Data, _order, slot, updated);
-        Blocks.MarkDirty(block);
+        // The bytes of this entry (entries narrower than a byte share one).
+        int at = _order >= 3 ? slot << (_order - 3) : slot >> (3 - _order);
+        Blocks.MarkDirty(block, at, _order >= 3 ? 1 << (_order - 3) : 1);
         if (updated == 0)
         {
             if (cluster < _freeHint) _freeHint = cluster;

@@ -15,6 +15,9 @@ internal sealed class CachedTable
     public byte[] Data { get; }
     public bool Dirty { get; set; }
     public long LastUse { get; set; }
+    /// <summary>The byte range changed since the table was last written; the rest equals what is on disk.</summary>
+    public int DirtyStart { get; set; }
+    public int DirtyEnd { get; set; }
 }
 
 /// <summary>
@@ -36,6 +39,9 @@ internal sealed class TableCache
     private readonly Queue<byte[]> _retired = new();
     private long _clock;
     private int _dirtyCount;
+
+    /// <summary>Granularity of table write-back.</summary>
+    private const int WritePage = 4096;
 
     /// <summary>Evictions a table's buffer waits out before it holds another table.</summary>
     public const int RetireDelay = 8;
@@ -93,11 +99,22 @@ internal sealed class TableCache
         return table;
     }
 
-    public void MarkDirty(CachedTable table)
+    /// <summary>Marks the whole table changed (a new table, or one whose bytes do not all match the disk).</summary>
+    public void MarkDirty(CachedTable table) => MarkDirty(table, 0, _tableSize);
+
+    /// <summary>Marks <paramref name="length"/> bytes at <paramref name="offset"/> changed: only changed pages are written back.</summary>
+    public void MarkDirty(CachedTable table, int offset, int length)
     {
-        if (table.Dirty) return;
-        table.Dirty = true;
-        _dirtyCount++;
+        if (!table.Dirty)
+        {
+            table.Dirty = true;
+            table.DirtyStart = offset;
+            table.DirtyEnd = offset + length;
+            _dirtyCount++;
+            return;
+        }
+        table.DirtyStart = Math.Min(table.DirtyStart, offset);
+        table.DirtyEnd = Math.Max(table.DirtyEnd, offset + length);
     }
 
     /// <summary>Forgets a table whose cluster was freed, without writing it.</summary>
@@ -127,7 +144,11 @@ internal sealed class TableCache
     private async ValueTask WriteOneAsync(CachedTable table, bool async, CancellationToken ct)
     {
         _checkWrite(table.Offset, _tableSize);
-        await _device.WriteCoreAsync(table.Offset, table.Data, async, ct).ConfigureAwait(false);
+        // Whole pages around the changed bytes: a small write (less to tear, less for fdatasync to carry) that never
+        // leaves a partial page for the kernel or O_DIRECT to read back first.
+        int start = table.DirtyStart & ~(WritePage - 1);
+        int end = Math.Min(_tableSize, (table.DirtyEnd + WritePage - 1) & ~(WritePage - 1));
+        await _device.WriteCoreAsync(table.Offset + start, table.Data.AsMemory(start, end - start), async, ct).ConfigureAwait(false);
         table.Dirty = false;
         _dirtyCount--;
     }
