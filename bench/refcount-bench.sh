@@ -51,7 +51,8 @@ printf 'vdisk lazy_refcounts=on is %.2f times as fast as off (qemu-img: %.2f)\n'
 dirty="$dir/dirty-1T.qcow2"
 rm -f "$dirty"
 qemu-img create -q -f qcow2 -o lazy_refcounts=on "$dirty" 1T
-{ for i in $(seq 0 99999); do echo "write -q $((i * 10 * 65536)) 4k"; done; echo abort; } | qemu-io "$dirty" >/dev/null 2>&1 || true
+# (in a subshell of its own, so that the shell's "Aborted" notice about qemu-io goes nowhere either)
+( { for i in $(seq 0 99999); do echo "write -q $((i * 10 * 65536)) 4k"; done; echo abort; } | qemu-io "$dirty" >/dev/null 2>&1 ) 2>/dev/null || true
 repair_time() { # repair_time qemu|vdisk
   local best=""
   for _ in $(seq "$repeat"); do
