@@ -157,9 +157,17 @@ public sealed partial class FileBlockDevice : BlockDevice
         ThrowIfReadOnly();
         if (length <= 0) return;
         long fileLength = GetLength();
-        // A range wholly past the end of the file already reads as zeros once the file is extended.
+        // A range wholly past the end of the file already reads as zeros once the file is extended. Without
+        // mayUnmap the caller wants the space allocated, as QEMU does for a new cluster: zero-range allocates it
+        // (unwritten extents) and extends the file in one call.
         if (offset >= fileLength)
         {
+            if (!mayUnmap && OperatingSystem.IsLinux() && Alignment == 1 && !_zeroRangeUnsupported
+                && LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_ZERO_RANGE, offset, length) == 0)
+            {
+                if (_syncEachWrite) Sync();
+                return;
+            }
             await GrowToAsync(offset + length, async, ct).ConfigureAwait(false);
             if (_syncEachWrite) Sync();
             return;
