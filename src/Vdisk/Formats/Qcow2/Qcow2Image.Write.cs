@@ -169,7 +169,7 @@ public sealed partial class Qcow2Image
             bool zeroBackground = await ReadsAsZeroAsync(old, clusterStart, async, ct).ConfigureAwait(false);
             if (freshHost && zeroBackground)
             {
-                // Nothing to copy and nothing to hide: extend the file over the cluster (it reads as zeros) and
+                // Nothing to copy and nothing to hide: allocate the cluster as zeros (zero-range past the end) and
                 // write just the data, as QEMU does with its zero-range fill, instead of a cluster of zeros.
                 CheckDataWrite(host + start, end - start);
                 if (data.Length < end - start)
