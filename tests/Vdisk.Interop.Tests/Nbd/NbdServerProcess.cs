@@ -84,6 +84,14 @@ public sealed class NbdServerProcess : IDisposable
         return _process.ExitCode;
     }
 
+    /// <summary>SIGKILL: the server gets no chance to write back caches or close anything.</summary>
+    public void KillHard()
+    {
+        _stopped = true;
+        _process.Kill(entireProcessTree: true);
+        _process.WaitForExit();
+    }
+
     public void Dispose()
     {
         try { Stop(); }
