@@ -9,13 +9,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${BENCH_DIR:-/var/tmp/vdisk-nbd-bench}"
 secs="${BENCH_SECONDS:-10}"
 mkdir -p "$dir"
-"$here/vdisk" --version >/dev/null   # build before timing anything
-# The program ./vdisk runs (Native AOT, or the ReadyToRun/plain fallback), called directly.
-if [ -x "$here/artifacts/cli/Vdisk.Cli" ] && [ ! -f "$here/artifacts/cli/Vdisk.Cli.dll" ]; then
-  vdisk_serve() { "$here/artifacts/cli/Vdisk.Cli" serve "$@"; }
-else
-  vdisk_serve() { dotnet "$here/artifacts/cli/Vdisk.Cli.dll" serve "$@"; }
-fi
+. "$here/bench/vdisk-program.sh"   # builds once; defines vdisk
 sock="$dir/nbd.sock"
 pidfile="$dir/server.pid"
 server=""
@@ -23,7 +17,7 @@ server=""
 start() { # start vdisk|qemu image
   rm -f "$sock" "$pidfile"
   if [ "$1" = qemu ]; then qemu-nbd -f qcow2 --cache=writeback -t --shared=4 -k "$sock" --pid-file="$pidfile" "$2" &
-  else vdisk_serve -f qcow2 --cache=writeback -t -e 4 -k "$sock" --pid-file="$pidfile" "$2" & fi
+  else vdisk serve -f qcow2 --cache=writeback -t -e 4 -k "$sock" --pid-file="$pidfile" "$2" & fi
   server=$!
   for _ in $(seq 300); do [ -s "$pidfile" ] && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1

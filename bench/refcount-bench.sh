@@ -12,13 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${BENCH_DIR:-/var/tmp/vdisk-refcount-bench}"
 repeat="${BENCH_REPEAT:-3}"
 mkdir -p "$dir"
-"$here/vdisk" --version >/dev/null   # build once before timing anything
-# The program ./vdisk runs, called directly so the wrapper's staleness check of the source tree is not timed.
-if [ -x "$here/artifacts/cli/Vdisk.Cli" ] && [ ! -f "$here/artifacts/cli/Vdisk.Cli.dll" ]; then
-  vdisk() { "$here/artifacts/cli/Vdisk.Cli" "$@"; }
-else
-  vdisk() { dotnet "$here/artifacts/cli/Vdisk.Cli.dll" "$@"; }
-fi
+. "$here/bench/vdisk-program.sh"   # builds once; defines vdisk
 now() { date +%s.%N; }
 seconds() { sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p'; }
 min() { awk "BEGIN{print ($1 < $2) ? $1 : $2}"; }

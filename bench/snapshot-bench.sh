@@ -9,14 +9,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${BENCH_DIR:-/var/tmp/vdisk-bench}"
 repeat="${BENCH_REPEAT:-5}"
 mkdir -p "$dir"
-"$here/vdisk" --version >/dev/null   # build once before timing anything
-# Time the program itself, not the wrapper's staleness check of the source tree.
-# The program ./vdisk runs, called directly so the wrapper's staleness check is not timed.
-if [ -x "$here/artifacts/cli/Vdisk.Cli" ] && [ ! -f "$here/artifacts/cli/Vdisk.Cli.dll" ]; then
-  vdisk() { "$here/artifacts/cli/Vdisk.Cli" "$@"; }
-else
-  vdisk() { dotnet "$here/artifacts/cli/Vdisk.Cli.dll" "$@"; }
-fi
+. "$here/bench/vdisk-program.sh"   # builds once; defines vdisk
 
 now() { date +%s.%N; }
 
