@@ -10,6 +10,7 @@ Per request, as strace shows for both vdisk and qemu-img:
        pwrite the L2 page; fdatasync
 
 usage: sync-floor.py DIR [COUNT] [REPEAT]  -- prints the best time of each sequence and their ratio
+       sync-floor.py DIR COUNT on|off        -- prints the seconds of one run of one sequence
 """
 import ctypes
 import os
@@ -60,8 +61,11 @@ def run(path, count, lazy):
 def main():
     folder = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
-    repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     path = os.path.join(folder, "sync-floor.tmp")
+    if len(sys.argv) > 3 and sys.argv[3] in ("on", "off"):
+        print(f"{run(path, count, sys.argv[3] == 'on'):.3f}")
+        return
+    repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     best = {True: None, False: None}
     for _ in range(repeat):
         for lazy in (False, True):  # interleaved, so that both see the same moments of a noisy disk
