@@ -6,7 +6,7 @@
 #     refcounts never reached the disk): `check -r all` by each tool on copies of the same image.
 # Ratios vdisk/qemu: lower is better (the issue asks for <= 1.0). BENCH_DIR: a folder on a real disk (default
 # /var/tmp/vdisk-refcount-bench); BENCH_REPEAT: runs per case (default 3; the best time of each tool counts);
-# BENCH_SKIP_REPAIR=1: the writethrough cases only. With python3 present, bench/sync-floor.py then shows the ratio
+# BENCH_SKIP_REPAIR=1: the writethrough cases only. With python3 present, bench/sync-floor.py also shows the ratio
 # the storage itself allows for the lazy_refcounts=on and =off system-call sequences.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +31,7 @@ bench_once() { # bench_once qemu|vdisk lazy : "Run completed in" seconds on a fr
 
 printf '%-60s %9s %9s %7s\n' case "qemu (s)" "vdisk (s)" ratio
 row() { printf '%-60s %9.3f %9.3f %7.2f\n' "$1" "$2" "$3" "$(awk "BEGIN{print $3/$2}")"; }
-# The four cases take turns, so that a slow spell of a shared disk does not fall on one case only; best time counts.
+# The cases take turns, so that a slow spell of a shared disk does not fall on one case only; best time counts.
 # With python3, bench/sync-floor.py takes its turns too: the same system calls per request without any image
 # format, i.e. the speed-up this storage allows.
 floor=0; command -v python3 >/dev/null 2>&1 && floor=1

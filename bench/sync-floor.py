@@ -37,7 +37,8 @@ def run(path, count, lazy):
     refcount_page = b"\0\1" * (PAGE // 2)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        # header, L1, refcount table and block, L2 table: the clusters a fresh image starts with
+        # the clusters an image holds before the measured requests; the refcount block (2) and the L2 table (5)
+        # sit where vdisk and qemu-img have them
         for c in range(6):
             os.pwrite(fd, b"\0" * CLUSTER, c * CLUSTER)
         os.fdatasync(fd)

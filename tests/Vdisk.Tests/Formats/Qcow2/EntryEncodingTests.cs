@@ -105,6 +105,7 @@ public class EntryEncodingTests
         Assert.Equal(expected, block[byteIndex]);
         Assert.Equal(value, RefcountBlock.Get(block, order, index));
     }
+
     [Theory]
     [InlineData(0)]
     [InlineData(1)]
