@@ -93,7 +93,8 @@ internal static class IoCommand
     private static IEnumerable<string> ReadStdinCommands()
     {
         if (!Console.IsInputRedirected) yield break;
-        while (Console.In.ReadLine() is { } line) yield return line;
+        using var reader = new StreamReader(Output.StdioStream.Input, new System.Text.UTF8Encoding(false));
+        while (reader.ReadLine() is { } line) yield return line;
     }
 
     private static void PrintRawProbeWarning(CliContext ctx, string file)
