@@ -9,7 +9,7 @@ namespace Vdisk.Cli.Commands;
 
 /// <summary>
 /// vdisk convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing [-F backing_fmt]]
-/// [-o options] [-S sparse_size] [-m num_coroutines] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
+/// [-o options] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
 /// </summary>
 internal static class ConvertCommand
 {
@@ -26,7 +26,7 @@ internal static class ConvertCommand
         bool compress = false, progress = false, quiet = false, skipCreate = false, outOfOrder = false, targetIsZero = false;
         var cache = CacheMode.Unsafe;
         var srcCache = CacheMode.Writeback;
-        long sparse = 4096;
+        long sparse = 4096, rateLimit = 0;
         int workers = 8;
         string? snapshot = null;
         var optionTexts = new List<string>();
@@ -53,6 +53,9 @@ internal static class ConvertCommand
                         throw new CliException("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
                     break;
                 case "W": outOfOrder = true; break;
+                case "r":
+                    rateLimit = Sizes.TryParse(value!, out long rate) == SizeParse.Ok ? rate : throw new CliException(Errors.InvalidSize("rate limit"));
+                    break;
                 case "target-is-zero": targetIsZero = true; break;
             }
         }
@@ -99,7 +102,7 @@ internal static class ConvertCommand
             if (output.Size < sources.Size) throw new CliException("Target image is too small for the source data");
             var settings = new CopySettings
             {
-                Compressed = compress, MinSparse = sparse, Workers = workers, OutOfOrder = outOfOrder,
+                Compressed = compress, MinSparse = sparse, Workers = workers, OutOfOrder = outOfOrder, RateLimit = rateLimit,
                 TargetHasBacking = output.Backing is not null || (skipCreate && output.BackingFileName is not null),
                 TargetBackingSize = output.Backing?.Size ?? -1,
                 HasZeroInit = targetIsZero || (created && output.Backing is null),
