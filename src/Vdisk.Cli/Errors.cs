@@ -13,8 +13,9 @@ internal static class Errors
     {
         if (e is not DiskImageException d) return e.Message;
         string problem = d.Problem;
-        if (d.FilePath is not null && problem.StartsWith("Could not open: ", StringComparison.Ordinal))
-            problem = $"Could not open '{d.FilePath}': " + problem["Could not open: ".Length..];
+        foreach (var verb in new[] { "Could not open", "Could not create" })
+            if (d.FilePath is not null && problem.StartsWith(verb + ": ", StringComparison.Ordinal))
+                problem = $"{verb} '{d.FilePath}': " + problem[(verb.Length + 2)..];
         return d.Offset is { } o && d.Kind != DiskImageErrorKind.OutOfBounds ? $"{problem} (offset 0x{o:x})" : problem;
     }
 
@@ -27,15 +28,8 @@ internal static class Errors
         // qemu's block layer answers an out-of-range request with EIO, not EINVAL.
         DiskImageException { Kind: DiskImageErrorKind.OutOfBounds } => "Input/output error",
         DiskImageException { Kind: DiskImageErrorKind.ReadOnly } => "Permission denied",
-        DiskImageException d => d.Errno switch
-        {
-            22 => "Invalid argument",
-            1 => "Operation not permitted",
-            95 => "Operation not supported",
-            28 => "No space left on device",
-            _ => "Input/output error",
-        },
-        _ => "Input/output error",
+        DiskImageException d => HostErrno.Describe(d.Errno),
+        _ => HostErrno.Describe(HostErrno.Of(e)),
     };
 
     /// <summary>qemu's two-line complaint about a size it cannot parse ("image size", "start offset", ...).</summary>

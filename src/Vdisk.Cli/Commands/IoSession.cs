@@ -115,8 +115,7 @@ internal sealed class IoSession(CliContext ctx, DiskImage? image)
         try { image!.Read(offset, buffer.AsMemory()); }
         catch (IOException e)
         {
-            Out.WriteLine($"read failed: {Errors.StrError(e)}");
-            return false;
+            return Failed("read", e);
         }
         var elapsed = clock.Elapsed;
 
@@ -183,8 +182,7 @@ internal sealed class IoSession(CliContext ctx, DiskImage? image)
         }
         catch (IOException e)
         {
-            Out.WriteLine($"write failed: {Errors.StrError(e)}");
-            return false;
+            return Failed("write", e);
         }
         if (!quiet) Report("wrote", clock.Elapsed, offset, count);
         return true;
@@ -205,11 +203,21 @@ internal sealed class IoSession(CliContext ctx, DiskImage? image)
         try { image!.Discard(offset, count); }
         catch (IOException e)
         {
-            Out.WriteLine($"discard failed: {Errors.StrError(e)}");
-            return false;
+            return Failed("discard", e);
         }
         if (!quiet) Report("discard", clock.Elapsed, offset, count);
         return true;
+    }
+
+    /// <summary>
+    /// qemu-io's "write failed: No space left on device". Corruption found by the request is first told on stderr in
+    /// the driver's words, as QEMU does ("qcow2: Marking image as corrupt: ..."; later refusals say why too).
+    /// </summary>
+    private bool Failed(string operation, IOException e)
+    {
+        if (e is CorruptImageException corrupt) ctx.Err.WriteLine($"{image!.FormatName}: {corrupt.Problem}");
+        Out.WriteLine($"{operation} failed: {Errors.StrError(e)}");
+        return false;
     }
 
     private bool Flush()
@@ -217,8 +225,7 @@ internal sealed class IoSession(CliContext ctx, DiskImage? image)
         try { image!.Flush(); }
         catch (IOException e)
         {
-            Out.WriteLine($"flush failed: {Errors.StrError(e)}");
-            return false;
+            return Failed("flush", e);
         }
         return true;
     }

@@ -50,6 +50,15 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
     /// <summary>Makes every completed write durable (fdatasync).</summary>
     protected internal abstract ValueTask FlushCoreAsync(bool async, CancellationToken ct);
     protected internal abstract ValueTask SetLengthCoreAsync(long length, bool async, CancellationToken ct);
+    /// <summary>
+    /// Reserves storage for [offset, offset+length) (preallocation=falloc), extending the device if it is shorter, so
+    /// later writes there cannot fail for lack of space; the content is unchanged (zeros past the old end). A device
+    /// that has no notion of reserved space only extends itself.
+    /// </summary>
+    protected internal virtual async ValueTask AllocateCoreAsync(long offset, long length, bool async, CancellationToken ct)
+    {
+        if (GetLength() < offset + length) await SetLengthCoreAsync(offset + length, async, ct).ConfigureAwait(false);
+    }
     /// <summary>Data or hole at offset, as SEEK_DATA/SEEK_HOLE report it; devices that cannot tell report data.</summary>
     protected internal virtual ValueTask<DeviceExtent> GetExtentCoreAsync(long offset, long maxLength, bool async, CancellationToken ct)
     {
@@ -109,6 +118,7 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
     public void Discard(long offset, long length) => DiscardCoreAsync(offset, length, false, default).GetAwaiter().GetResult();
     public void Flush() => FlushCoreAsync(false, default).GetAwaiter().GetResult();
     public void SetLength(long length) => SetLengthCoreAsync(length, false, default).GetAwaiter().GetResult();
+    public void Allocate(long offset, long length) => AllocateCoreAsync(offset, length, false, default).GetAwaiter().GetResult();
     public DeviceExtent GetExtent(long offset, long maxLength) => GetExtentCoreAsync(offset, maxLength, false, default).GetAwaiter().GetResult();
 
     // ---- public async API ----
@@ -118,6 +128,7 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
     public ValueTask DiscardAsync(long offset, long length, CancellationToken ct = default) => DiscardCoreAsync(offset, length, true, ct);
     public ValueTask FlushAsync(CancellationToken ct = default) => FlushCoreAsync(true, ct);
     public ValueTask SetLengthAsync(long length, CancellationToken ct = default) => SetLengthCoreAsync(length, true, ct);
+    public ValueTask AllocateAsync(long offset, long length, CancellationToken ct = default) => AllocateCoreAsync(offset, length, true, ct);
     public ValueTask<DeviceExtent> GetExtentAsync(long offset, long maxLength, CancellationToken ct = default) => GetExtentCoreAsync(offset, maxLength, true, ct);
 
     protected bool IsDisposed => Volatile.Read(ref _disposed) != 0;

@@ -19,5 +19,6 @@ public sealed class BorrowedBlockDevice : BlockDevice
     protected internal override ValueTask DiscardCoreAsync(long offset, long length, bool async, CancellationToken ct) => _inner.DiscardCoreAsync(offset, length, async, ct);
     protected internal override ValueTask FlushCoreAsync(bool async, CancellationToken ct) => _inner.FlushCoreAsync(async, ct);
     protected internal override ValueTask SetLengthCoreAsync(long length, bool async, CancellationToken ct) => _inner.SetLengthCoreAsync(length, async, ct);
+    protected internal override ValueTask AllocateCoreAsync(long offset, long length, bool async, CancellationToken ct) => _inner.AllocateCoreAsync(offset, length, async, ct);
     protected internal override ValueTask<DeviceExtent> GetExtentCoreAsync(long offset, long maxLength, bool async, CancellationToken ct) => _inner.GetExtentCoreAsync(offset, maxLength, async, ct);
 }

@@ -4,8 +4,8 @@ namespace Vdisk.BlockIO;
 public enum DeviceOperation { Read, Write, WriteZeroes, Discard, Flush, SetLength }
 
 /// <summary>
-/// The error an injected fault raises: an <see cref="IOException"/> whose <see cref="Exception.HResult"/> is the
-/// errno, which is how .NET on Unix reports real I/O errors (and what <c>DiskImageException.Errno</c> reads).
+/// The error an injected fault raises: the <see cref="Images.DiskImageException"/> a <see cref="FileBlockDevice"/> raises
+/// when the host fails with that errno (<see cref="Images.DiskImageException.HostError"/>).
 /// </summary>
 public enum InjectedError { Eio = 5, Enospc = 28 }
 
@@ -180,8 +180,7 @@ public sealed class FaultInjectingBlockDevice : BlockDevice
             _injectedFaults++;
             error = firing.Rule.Error;
         }
-        string what = error == InjectedError.Enospc ? "No space left on device" : "Input/output error";
-        throw new IOException($"{Name}: injected {operation} fault at offset {offset}: {what}", (int)error);
+        throw Images.DiskImageException.HostError(Name, $"injected {operation.ToString().ToLowerInvariant()}", (int)error, offset);
     }
 
     private sealed class RuleState(FaultRule rule)

@@ -18,6 +18,7 @@ public sealed partial class FileBlockDevice
     {
         BeginChange();
         try { await WriteInnerAsync(offset, buffer, async, ct).ConfigureAwait(false); }
+        catch (Exception e) when (IsHostFailure(e)) { throw HostError("write", e, offset); }
         finally { EndChange(); }
     }
 
@@ -25,6 +26,7 @@ public sealed partial class FileBlockDevice
     {
         BeginChange();
         try { await WriteGatherInnerAsync(offset, buffers, async, ct).ConfigureAwait(false); }
+        catch (Exception e) when (IsHostFailure(e)) { throw HostError("write", e, offset); }
         finally { EndChange(); }
     }
 
@@ -32,6 +34,7 @@ public sealed partial class FileBlockDevice
     {
         BeginChange();
         try { await WriteZeroesInnerAsync(offset, length, mayUnmap, async, ct).ConfigureAwait(false); }
+        catch (Exception e) when (IsHostFailure(e)) { throw HostError("write zeroes", e, offset); }
         finally { EndChange(); }
     }
 
@@ -39,6 +42,7 @@ public sealed partial class FileBlockDevice
     {
         BeginChange();
         try { await DiscardInnerAsync(offset, length, async, ct).ConfigureAwait(false); }
+        catch (Exception e) when (IsHostFailure(e)) { throw HostError("discard", e, offset); }
         finally { EndChange(); }
     }
 
@@ -46,6 +50,7 @@ public sealed partial class FileBlockDevice
     {
         BeginChange();
         try { await SetLengthInnerAsync(length, async, ct).ConfigureAwait(false); }
+        catch (Exception e) when (IsHostFailure(e)) { throw HostError("truncate", e, length); }
         finally { EndChange(); }
     }
 

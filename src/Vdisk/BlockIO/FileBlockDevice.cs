@@ -13,8 +13,9 @@ public sealed partial class FileBlockDevice : BlockDevice
     private readonly SafeFileHandle _handle;
     private readonly string _path;
     private readonly CacheMode _cache;
-    private volatile bool _punchHoleUnsupported;
-    private volatile bool _zeroRangeUnsupported;
+    // Set (to 1) once the file system has refused the call as unsupported; read with Volatile.Read.
+    private int _punchHoleUnsupported;
+    private int _zeroRangeUnsupported;
     private volatile bool _seekDataUnsupported;
 
     private FileBlockDevice(SafeFileHandle handle, string path, bool readOnly, CacheMode cache, int alignment)
@@ -32,7 +33,7 @@ public sealed partial class FileBlockDevice : BlockDevice
     public override int Alignment { get; }
 
     /// <summary>Write-zeroes is a fallocate(2) call here, not a write of zeroed buffers (Linux, buffered I/O, and the file system accepts it).</summary>
-    internal bool ZeroesByAllocation => OperatingSystem.IsLinux() && Alignment == 1 && !_zeroRangeUnsupported;
+    internal bool ZeroesByAllocation => OperatingSystem.IsLinux() && Alignment == 1 && Volatile.Read(ref _zeroRangeUnsupported) == 0;
     public CacheMode CacheMode => _cache;
 
     private bool _syncEachWrite;
@@ -64,24 +65,32 @@ public sealed partial class FileBlockDevice : BlockDevice
                     FileShare.ReadWrite | FileShare.Delete);
             }
         }
-        catch (FileNotFoundException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not Images.DiskImageException)
         {
-            throw new Images.DiskImageException(Images.DiskImageErrorKind.NotFound, path, "Could not open: No such file or directory");
-        }
-        catch (DirectoryNotFoundException)
-        {
-            throw new Images.DiskImageException(Images.DiskImageErrorKind.NotFound, path, "Could not open: No such file or directory");
-        }
-        catch (UnauthorizedAccessException)
-        {
-            throw new Images.DiskImageException(Images.DiskImageErrorKind.Io, path, "Could not open: Permission denied");
-        }
-        catch (IOException e) when (e is not Images.DiskImageException)
-        {
-            throw new Images.DiskImageException(Images.DiskImageErrorKind.Io, path, "Could not open: " + e.Message, null, e);
+            throw OpenFailure(path, readOnly, mode == FileMode.Create, e);
         }
         int alignment = cache.UsesDirectIo() && OperatingSystem.IsLinux() ? 4096 : 1;
         return new FileBlockDevice(handle, path, readOnly, cache, alignment);
+    }
+
+    /// <summary>
+    /// qemu's wording for a file that cannot be opened: "Could not open: No such file or directory" (the CLI puts the
+    /// file name in). .NET refuses a directory with "access denied" whatever the mode, so a directory is named here:
+    /// opened for writing, open(2) would say EISDIR; read-only, qemu's file driver opens it and then refuses anything
+    /// but a regular file.
+    /// </summary>
+    private static Images.DiskImageException OpenFailure(string path, bool readOnly, bool create, Exception e)
+    {
+        int errno = Images.HostErrno.Of(e);
+        if (errno == Images.HostErrno.EACCES && Directory.Exists(path))
+        {
+            if (readOnly && !create)
+                return new Images.DiskImageException(Images.DiskImageErrorKind.InvalidArgument, path,
+                    $"'file' driver requires '{path}' to be a regular file", null, e);
+            errno = Images.HostErrno.EISDIR;
+        }
+        var kind = errno == Images.HostErrno.ENOENT ? Images.DiskImageErrorKind.NotFound : Images.DiskImageErrorKind.Io;
+        return new Images.DiskImageException(kind, path, $"Could not {(create ? "create" : "open")}: {Images.HostErrno.Describe(errno)}", null, e);
     }
 
     private static SafeFileHandle OpenDirect(string path, bool readOnly)
@@ -92,10 +101,9 @@ public sealed partial class FileBlockDevice : BlockDevice
         if (fd < 0)
         {
             int errno = Marshal.GetLastPInvokeError();
-            if (errno == 2) throw new FileNotFoundException(path);
             if (errno == LinuxNative.EINVAL)
                 throw new Images.DiskImageException(Images.DiskImageErrorKind.UnsupportedFeature, path, "Could not open: the file system does not support O_DIRECT (cache=none)");
-            throw new IOException(Marshal.GetPInvokeErrorMessage(errno)); // mapped by the caller
+            throw new IOException(Marshal.GetPInvokeErrorMessage(errno), errno); // mapped by the caller
         }
         return new SafeFileHandle(fd, ownsHandle: true);
     }
@@ -103,6 +111,12 @@ public sealed partial class FileBlockDevice : BlockDevice
     public override long GetLength() => RandomAccess.GetLength(_handle);
 
     protected internal override async ValueTask ReadCoreAsync(long offset, Memory<byte> buffer, bool async, CancellationToken ct)
+    {
+        try { await ReadInnerAsync(offset, buffer, async, ct).ConfigureAwait(false); }
+        catch (Exception e) when (IsHostFailure(e)) { throw HostError("read", e, offset); }
+    }
+
+    private async ValueTask ReadInnerAsync(long offset, Memory<byte> buffer, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
         if (Alignment > 1 && !IsAligned(offset, buffer.Length, buffer))
@@ -162,8 +176,8 @@ public sealed partial class FileBlockDevice : BlockDevice
         // (unwritten extents) and extends the file in one call.
         if (offset >= fileLength)
         {
-            if (!mayUnmap && OperatingSystem.IsLinux() && Alignment == 1 && !_zeroRangeUnsupported
-                && LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_ZERO_RANGE, offset, length) == 0)
+            if (!mayUnmap && OperatingSystem.IsLinux() && Alignment == 1 && Volatile.Read(ref _zeroRangeUnsupported) == 0
+                && Fallocate(LinuxNative.FALLOC_FL_ZERO_RANGE, offset, length, ref _zeroRangeUnsupported))
             {
                 if (_syncEachWrite) Sync();
                 return;
@@ -174,23 +188,16 @@ public sealed partial class FileBlockDevice : BlockDevice
         }
         if (OperatingSystem.IsLinux() && Alignment == 1)
         {
-            if (mayUnmap && !_punchHoleUnsupported && offset + length <= fileLength)
+            if (mayUnmap && Volatile.Read(ref _punchHoleUnsupported) == 0 && offset + length <= fileLength
+                && Fallocate(LinuxNative.FALLOC_FL_PUNCH_HOLE | LinuxNative.FALLOC_FL_KEEP_SIZE, offset, length, ref _punchHoleUnsupported))
             {
-                if (LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_PUNCH_HOLE | LinuxNative.FALLOC_FL_KEEP_SIZE, offset, length) == 0)
-                {
-                    if (_syncEachWrite) Sync();
-                    return;
-                }
-                _punchHoleUnsupported = true;
+                if (_syncEachWrite) Sync();
+                return;
             }
-            if (!_zeroRangeUnsupported)
+            if (Volatile.Read(ref _zeroRangeUnsupported) == 0 && Fallocate(LinuxNative.FALLOC_FL_ZERO_RANGE, offset, length, ref _zeroRangeUnsupported))
             {
-                if (LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_ZERO_RANGE, offset, length) == 0)
-                {
-                    if (_syncEachWrite) Sync();
-                    return;
-                }
-                _zeroRangeUnsupported = true;
+                if (_syncEachWrite) Sync();
+                return;
             }
         }
         await WriteZeroBuffersAsync(offset, length, async, ct).ConfigureAwait(false);
@@ -213,12 +220,12 @@ public sealed partial class FileBlockDevice : BlockDevice
     {
         ThrowIfDisposed();
         ThrowIfReadOnly();
-        if (length > 0 && OperatingSystem.IsLinux() && !_punchHoleUnsupported)
+        if (length > 0 && OperatingSystem.IsLinux() && Volatile.Read(ref _punchHoleUnsupported) == 0)
         {
             long end = Math.Min(offset + length, GetLength());
             if (end > offset &&
                 LinuxNative.fallocate(_handle, LinuxNative.FALLOC_FL_PUNCH_HOLE | LinuxNative.FALLOC_FL_KEEP_SIZE, offset, end - offset) != 0)
-                _punchHoleUnsupported = true; // discard is advisory: silently keep the data
+                Volatile.Write(ref _punchHoleUnsupported, 1); // discard is advisory: silently keep the data
         }
         return ValueTask.CompletedTask;
     }
@@ -227,14 +234,37 @@ public sealed partial class FileBlockDevice : BlockDevice
     {
         if (OperatingSystem.IsLinux())
         {
-            if (LinuxNative.fdatasync(_handle) != 0)
-            {
-                int errno = Marshal.GetLastPInvokeError();
-                throw new IOException($"{_path}: fdatasync failed: {Marshal.GetPInvokeErrorMessage(errno)}");
-            }
+            if (LinuxNative.fdatasync(_handle) != 0) throw Images.DiskImageException.HostError(_path, "flush", Marshal.GetLastPInvokeError());
         }
-        else RandomAccess.FlushToDisk(_handle);
+        else
+        {
+            try { RandomAccess.FlushToDisk(_handle); }
+            catch (IOException e) { throw HostError("flush", e, null); }
+        }
     }
+
+    /// <summary>
+    /// fallocate(2) with <paramref name="mode"/>: true when done; false when this file system does not do it, which
+    /// <paramref name="unsupported"/> remembers so the caller falls back to writing. Any other failure (ENOSPC, EIO,
+    /// EFBIG) is the answer to the request and is thrown: a full disk must not pass for a missing feature.
+    /// </summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private bool Fallocate(int mode, long offset, long length, ref int unsupported, string operation = "write zeroes")
+    {
+        if (LinuxNative.fallocate(_handle, mode, offset, length) == 0) return true;
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno is LinuxNative.EOPNOTSUPP or LinuxNative.ENOSYS or LinuxNative.EINVAL)
+        {
+            Volatile.Write(ref unsupported, 1);
+            return false;
+        }
+        throw Images.DiskImageException.HostError(_path, operation, errno, offset);
+    }
+
+    private static bool IsHostFailure(Exception e) => e is IOException or UnauthorizedAccessException && e is not Images.DiskImageException;
+
+    private Images.DiskImageException HostError(string operation, Exception e, long? offset)
+        => Images.DiskImageException.HostError(_path, operation, Images.HostErrno.Of(e), offset, e);
 
     private ValueTask SetLengthInnerAsync(long length, bool async, CancellationToken ct)
     {
@@ -244,19 +274,20 @@ public sealed partial class FileBlockDevice : BlockDevice
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Reserves (fallocate) [offset, offset+length) so later writes cannot fail with ENOSPC.</summary>
-    public void Allocate(long offset, long length)
+    /// <summary>fallocate(2) mode 0, or zeros written where the file system cannot reserve space.</summary>
+    protected internal override async ValueTask AllocateCoreAsync(long offset, long length, bool async, CancellationToken ct)
     {
         BeginChange();
-        try { AllocateInner(offset, length); }
+        try
+        {
+            ThrowIfDisposed();
+            ThrowIfReadOnly();
+            int unsupported = 0;
+            if (OperatingSystem.IsLinux() && Fallocate(0, offset, length, ref unsupported, "allocate")) return;
+            await WriteZeroBuffersAsync(offset, length, async, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsHostFailure(e)) { throw HostError("allocate", e, offset); }
         finally { EndChange(); }
-    }
-
-    private void AllocateInner(long offset, long length)
-    {
-        ThrowIfReadOnly();
-        if (OperatingSystem.IsLinux() && LinuxNative.fallocate(_handle, 0, offset, length) == 0) return;
-        WriteZeroBuffersAsync(offset, length, false, default).GetAwaiter().GetResult();
     }
 
     protected internal override ValueTask<DeviceExtent> GetExtentCoreAsync(long offset, long maxLength, bool async, CancellationToken ct)

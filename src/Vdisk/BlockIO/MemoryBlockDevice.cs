@@ -74,7 +74,7 @@ public sealed class MemoryBlockDevice : BlockDevice
     protected internal override ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> buffer, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
-        if (IsReadOnly) throw new IOException($"{_name}: device is read-only");
+        if (IsReadOnly) throw new Images.DiskImageException(Images.DiskImageErrorKind.ReadOnly, _name, "device is read-only");
         lock (_lock)
         {
             var span = buffer.Span;
@@ -97,7 +97,7 @@ public sealed class MemoryBlockDevice : BlockDevice
     protected internal override ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
-        if (IsReadOnly) throw new IOException($"{_name}: device is read-only");
+        if (IsReadOnly) throw new Images.DiskImageException(Images.DiskImageErrorKind.ReadOnly, _name, "device is read-only");
         lock (_lock)
         {
             ZeroRange(offset, length);
@@ -109,7 +109,7 @@ public sealed class MemoryBlockDevice : BlockDevice
     protected internal override ValueTask DiscardCoreAsync(long offset, long length, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
-        if (IsReadOnly) throw new IOException($"{_name}: device is read-only");
+        if (IsReadOnly) throw new Images.DiskImageException(Images.DiskImageErrorKind.ReadOnly, _name, "device is read-only");
         lock (_lock) ZeroRange(offset, Math.Min(length, Math.Max(0, _length - offset)));
         return ValueTask.CompletedTask;
     }
@@ -140,7 +140,7 @@ public sealed class MemoryBlockDevice : BlockDevice
     protected internal override ValueTask SetLengthCoreAsync(long length, bool async, CancellationToken ct)
     {
         ThrowIfDisposed();
-        if (IsReadOnly) throw new IOException($"{_name}: device is read-only");
+        if (IsReadOnly) throw new Images.DiskImageException(Images.DiskImageErrorKind.ReadOnly, _name, "device is read-only");
         lock (_lock)
         {
             if (length < _length)

@@ -3,7 +3,7 @@ namespace Vdisk.Images;
 /// <summary>What went wrong, so callers (and the CLI's exit codes) can tell failures apart without parsing text.</summary>
 public enum DiskImageErrorKind
 {
-    /// <summary>The underlying file or device failed (EIO, ENOSPC, ...).</summary>
+    /// <summary>The underlying file or device failed (EIO, ...); <see cref="DiskImageException.Errno"/> has the host's error.</summary>
     Io,
     /// <summary>The file is not a valid image of the expected format.</summary>
     InvalidFormat,
@@ -19,6 +19,10 @@ public enum DiskImageErrorKind
     InvalidArgument,
     /// <summary>The image or a file it needs could not be found or opened.</summary>
     NotFound,
+    /// <summary>The host file system is full (ENOSPC, EDQUOT).</summary>
+    NoSpace,
+    /// <summary>Another user holds a lock on the image that conflicts with this open (QEMU's image locking).</summary>
+    Locked,
 }
 
 /// <summary>
@@ -28,30 +32,45 @@ public enum DiskImageErrorKind
 public class DiskImageException : IOException
 {
     public DiskImageException(DiskImageErrorKind kind, string? path, string problem, long? offset = null, Exception? inner = null)
+        : this(kind, path, problem, offset, inner, errno: null) { }
+
+    private DiskImageException(DiskImageErrorKind kind, string? path, string problem, long? offset, Exception? inner, int? errno)
         : base(Compose(path, problem, offset), inner)
     {
         Kind = kind;
         FilePath = path;
         Problem = problem;
         Offset = offset;
+        _errno = errno;
     }
+
+    /// <summary>
+    /// A failure of the host (the file system or the device under the image): kind <see cref="DiskImageErrorKind.Io"/>,
+    /// or <see cref="DiskImageErrorKind.NoSpace"/> for ENOSPC/EDQUOT, carrying the host's errno and its text
+    /// ("write failed: No space left on device").
+    /// </summary>
+    public static DiskImageException HostError(string? path, string operation, int errno, long? offset = null, Exception? inner = null)
+        => new(errno is HostErrno.ENOSPC or HostErrno.EDQUOT ? DiskImageErrorKind.NoSpace : DiskImageErrorKind.Io,
+            path, $"{operation} failed: {HostErrno.Describe(errno)}", offset, inner, errno);
+
+    private readonly int? _errno;
 
     public DiskImageErrorKind Kind { get; }
     public string? FilePath { get; }
     public string Problem { get; }
     public long? Offset { get; }
 
-    /// <summary>errno-style code for protocol layers (NBD) that must report one.</summary>
-    public int Errno => Kind switch
+    /// <summary>errno-style code: the host's own for a host failure, else the one QEMU's block layer uses for the kind.</summary>
+    public int Errno => _errno ?? Kind switch
     {
-        DiskImageErrorKind.OutOfBounds => 22,      // EINVAL
-        DiskImageErrorKind.ReadOnly => 1,          // EPERM
-        DiskImageErrorKind.InvalidArgument => 22,  // EINVAL
-        DiskImageErrorKind.UnsupportedFeature => 95, // ENOTSUP
-        _ => Inner is IOException io && io.HResult == 28 ? 28 : 5, // ENOSPC or EIO
+        DiskImageErrorKind.OutOfBounds => HostErrno.EINVAL,
+        DiskImageErrorKind.ReadOnly => HostErrno.EPERM,
+        DiskImageErrorKind.InvalidArgument => HostErrno.EINVAL,
+        DiskImageErrorKind.UnsupportedFeature => HostErrno.ENOTSUP,
+        DiskImageErrorKind.NoSpace => HostErrno.ENOSPC,
+        DiskImageErrorKind.Locked => HostErrno.EAGAIN,
+        _ => HostErrno.EIO,
     };
-
-    private Exception? Inner => InnerException;
 
     private static string Compose(string? path, string problem, long? offset)
     {

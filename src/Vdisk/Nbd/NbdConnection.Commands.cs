@@ -142,11 +142,27 @@ public sealed partial class NbdConnection
 
     private static NbdError ErrorOf(Exception e) => e switch
     {
-        DiskImageException d => (NbdError)d.Errno,
+        DiskImageException d => FromErrno(d.Errno),
         ObjectDisposedException => NbdError.Shutdown,
         NotSupportedException => NbdError.NotSup,
         OutOfMemoryException => NbdError.NoMem,
         _ => NbdError.Io,
+    };
+
+    /// <summary>
+    /// The protocol has eight error values; a host errno outside them is folded in as qemu-nbd folds it (a full disk
+    /// or quota is ENOSPC, a read-only file system EPERM, anything unknown EINVAL).
+    /// </summary>
+    internal static NbdError FromErrno(int errno) => errno switch
+    {
+        HostErrno.EPERM or HostErrno.EROFS => NbdError.Perm,
+        HostErrno.EIO => NbdError.Io,
+        12 => NbdError.NoMem,
+        HostErrno.ENOSPC or HostErrno.EDQUOT or HostErrno.EFBIG => NbdError.NoSpc,
+        75 => NbdError.Overflow,
+        HostErrno.ENOTSUP => NbdError.NotSup,
+        108 => NbdError.Shutdown,
+        _ => NbdError.Inval,
     };
 
     private ValueTask ReplyOkAsync(NbdRequest r)

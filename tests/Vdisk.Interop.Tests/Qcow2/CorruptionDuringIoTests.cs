@@ -76,4 +76,34 @@ public class CorruptionDuringIoTests
         Assert.True(fix.ExitCode == 0, fix.ToString());
         Assert.Equal(0, Tools.Run("qemu-img", "check", path).ExitCode);
     }
+
+    [Fact]
+    public void TheCommandLineSaysTheImageWasMarkedCorruptAsQemuIoDoes()
+    {
+        using var dir = new TempDir();
+        var qemu = Make(dir);
+        // The first data cluster's L2 entry points at the L1 table: writing guest data there would destroy metadata.
+        using (var f = File.OpenHandle(qemu, FileMode.Open, FileAccess.ReadWrite))
+        {
+            var b = new byte[8];
+            RandomAccess.Read(f, b, 0x30000);
+            long l2 = (long)(BinaryPrimitives.ReadUInt64BigEndian(b) & 0x00FFFFFFFFFFFE00UL);
+            BinaryPrimitives.WriteUInt64BigEndian(b, (1UL << 63) | 0x30000);
+            RandomAccess.Write(f, b, l2);
+        }
+        var vdisk = dir.File("v.qcow2");
+        File.Copy(qemu, vdisk);
+
+        var expected = Tools.Run("qemu-io", "-c", "write 0 512", qemu);
+        var actual = Tools.Vdisk("io", "-c", "write 0 512", "-c", "write 4k 512", vdisk);
+        const string marking = "qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with active L1 table); " +
+            "further corruption events will be suppressed\n";
+        Assert.Equal(marking, expected.StdErr);
+        Assert.Equal("write failed: Input/output error\n", expected.StdOut);
+        // The same words as qemu-io for the write that found it; the next one is refused and says why.
+        Assert.StartsWith(marking, actual.StdErr);
+        Assert.Contains("qcow2: Image is corrupt; further writes are refused until it is repaired", actual.StdErr);
+        Assert.Equal("write failed: Input/output error\nwrite failed: Input/output error\n", actual.StdOut);
+        Assert.Equal(1, actual.ExitCode);
+    }
 }

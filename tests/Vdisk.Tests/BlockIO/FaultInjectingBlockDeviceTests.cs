@@ -1,3 +1,4 @@
+using Vdisk.Images;
 using Vdisk.BlockIO;
 using Vdisk.Formats.Raw;
 using Xunit;
@@ -17,8 +18,9 @@ public class FaultInjectingBlockDeviceTests
         var io = new DeviceIo(faults, isAsync);
         faults.AddRule(new FaultRule(DeviceOperation.Write) { Once = true });
 
-        var e = await Assert.ThrowsAsync<IOException>(() => io.Write(0, Pattern(512, 1)));
-        Assert.Equal((int)InjectedError.Eio, e.HResult);
+        var e = await Assert.ThrowsAsync<DiskImageException>(() => io.Write(0, Pattern(512, 1)));
+        Assert.Equal((int)InjectedError.Eio, e.Errno);
+        Assert.Equal(DiskImageErrorKind.Io, e.Kind);
         Assert.Equal(0, inner.Length);
         await io.Write(0, Pattern(512, 1));
         Assert.Equal(Pattern(512, 1), inner.ToArray());
@@ -34,8 +36,9 @@ public class FaultInjectingBlockDeviceTests
 
         for (int i = 0; i < 3; i++)
         {
-            var e = await Assert.ThrowsAsync<IOException>(() => io.Flush());
-            Assert.Equal(28, e.HResult);
+            var e = await Assert.ThrowsAsync<DiskImageException>(() => io.Flush());
+            Assert.Equal(28, e.Errno);
+            Assert.Equal(DiskImageErrorKind.NoSpace, e.Kind);
             Assert.Contains("No space left on device", e.Message);
         }
         await io.Write(0, new byte[512]);
@@ -75,11 +78,11 @@ public class FaultInjectingBlockDeviceTests
 
         await io.Discard(0, 4096);
         await io.Discard(8192, 4096);
-        await Assert.ThrowsAsync<IOException>(() => io.Discard(4000, 100));
-        await Assert.ThrowsAsync<IOException>(() => io.Discard(8191, 1));
+        await Assert.ThrowsAsync<DiskImageException>(() => io.Discard(4000, 100));
+        await Assert.ThrowsAsync<DiskImageException>(() => io.Discard(8191, 1));
         await io.Write(4096, new byte[4096]); // same range, other operation
         await io.SetLength((1 << 20) + 1);
-        await Assert.ThrowsAsync<IOException>(() => io.SetLength(1 << 20));
+        await Assert.ThrowsAsync<DiskImageException>(() => io.SetLength(1 << 20));
         Assert.Equal((1 << 20) + 1, faults.Length);
         Assert.Equal(3, faults.InjectedFaults);
     }
@@ -92,8 +95,8 @@ public class FaultInjectingBlockDeviceTests
         faults.AddRule(new FaultRule(DeviceOperation.Write) { Nth = 3, Once = true });
 
         faults.Write(0, new byte[1].AsSpan());
-        Assert.Equal(28, Assert.Throws<IOException>(() => faults.Write(0, new byte[1].AsSpan())).HResult);
-        Assert.Equal(5, Assert.Throws<IOException>(() => faults.Write(0, new byte[1].AsSpan())).HResult);
+        Assert.Equal(28, Assert.Throws<DiskImageException>(() => faults.Write(0, new byte[1].AsSpan())).Errno);
+        Assert.Equal(5, Assert.Throws<DiskImageException>(() => faults.Write(0, new byte[1].AsSpan())).Errno);
         faults.Write(0, new byte[1].AsSpan());
     }
 
@@ -127,7 +130,7 @@ public class FaultInjectingBlockDeviceTests
         faults.AddRule(new FaultRule(DeviceOperation.Flush) { Once = true });
         faults.Write(0, Pattern(512, 5).AsSpan());
 
-        Assert.Throws<IOException>(() => faults.Flush());
+        Assert.Throws<DiskImageException>(() => faults.Flush());
         Assert.Equal(0, faults.SimulateCrash().Length);
         faults.Flush();
         Assert.Equal(Pattern(512, 5), faults.SimulateCrash().ToArray());

@@ -1,3 +1,4 @@
+using Vdisk.Images;
 using Vdisk.BlockIO;
 using Xunit;
 using static Vdisk.Tests.BlockIO.DeviceIo;
@@ -50,8 +51,8 @@ public class RecordingBlockDeviceTests
     public void FailedRequestsAreNotRecorded()
     {
         using var recorder = new RecordingBlockDevice(new MemoryBlockDevice(4096, readOnly: true));
-        Assert.Throws<IOException>(() => recorder.Write(0, new byte[512].AsSpan()));
-        Assert.Throws<IOException>(() => recorder.SetLength(0));
+        Assert.Throws<DiskImageException>(() => recorder.Write(0, new byte[512].AsSpan()));
+        Assert.Throws<DiskImageException>(() => recorder.SetLength(0));
         recorder.Flush();
         Assert.Equal([RecordKind.Flush], recorder.Records.Select(r => r.Kind));
     }

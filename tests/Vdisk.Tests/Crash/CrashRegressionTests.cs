@@ -112,7 +112,7 @@ public class CrashRegressionTests
         {
             image.Write(2 << 20, data.AsSpan());
             fault.AddRule(new FaultRule(DeviceOperation.Write) { Range = (l1, 64), Once = true });
-            Assert.Throws<IOException>(image.Flush);
+            Assert.Throws<DiskImageException>(image.Flush);
             image.Flush();
         }
         using var reopened = Qcow2Image.Open(new BorrowedBlockDevice(fault.SimulateCrash()), new ImageOpenOptions { ReadOnly = true });

@@ -38,11 +38,7 @@ public sealed partial class Qcow2Image
                 if (Device.Length < lastData) Device.SetLength(lastData);
                 break;
             case "falloc":
-                foreach (var (start, length) in runs)
-                {
-                    if (Device is FileBlockDevice f) f.Allocate(start, length);
-                    else if (Device.Length < start + length) Device.SetLength(start + length);
-                }
+                foreach (var (start, length) in runs) Device.Allocate(start, length);
                 break;
             case "full":
                 foreach (var (start, length) in runs) Formats.Raw.RawFormat.WriteZeros(Device, start, length);

@@ -35,8 +35,7 @@ public sealed class RawFormat : ImageFormat
                 if (options.Size > 0) device.Write(0, new byte[(int)Math.Min(4096, options.Size)].AsMemory());
                 break;
             case "falloc":
-                if (device is FileBlockDevice f) f.Allocate(0, options.Size);
-                else device.WriteZeroes(0, options.Size);
+                device.Allocate(0, options.Size);
                 break;
             case "full":
                 WriteZeros(device, 0, options.Size);

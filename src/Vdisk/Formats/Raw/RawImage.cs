@@ -44,8 +44,8 @@ public sealed class RawImage : DiskImage
         {
             switch (preallocation)
             {
-                case "falloc" when Device is FileBlockDevice f:
-                    f.Allocate(old, size - old);
+                case "falloc":
+                    await Device.AllocateCoreAsync(old, size - old, async, ct).ConfigureAwait(false);
                     break;
                 case "full":
                     RawFormat.WriteZeros(Device, old, size - old);

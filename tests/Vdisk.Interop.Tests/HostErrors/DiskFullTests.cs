@@ -1,0 +1,127 @@
+using Vdisk.Images;
+using Xunit;
+
+namespace Vdisk.Interop.Tests.HostErrors;
+
+/// <summary>
+/// A full file system, for real: the error is ENOSPC with qemu's words on every front end, nothing flushed is lost,
+/// the image checks clean or leaking only, a failed create or convert leaves no file behind, and preallocated space
+/// really is reserved.
+/// </summary>
+public class DiskFullTests
+{
+    private const int MiB = 1 << 20;
+
+    public static TheoryData<string, string> Layouts() => new()
+    {
+        { "qcow2", "off" }, { "qcow2", "metadata" }, { "qcow2", "falloc" }, { "qcow2", "full" },
+        { "raw", "off" }, { "raw", "falloc" }, { "raw", "full" },
+    };
+
+    [Theory, MemberData(nameof(Layouts))]
+    public void WritesOnAFullFileSystemFailWithEnospcOrFitInPreallocatedSpace(string format, string preallocation)
+    {
+        using var fs = new SmallFileSystem(32L * MiB);
+        var image = fs.File("disk." + format);
+        Assert.Equal(0, Tools.Vdisk("create", "-q", "-f", format, "-o", "preallocation=" + preallocation, image, "16M").ExitCode);
+        // Durable before the disk fills up: must read back whatever happens next.
+        var first = Tools.Vdisk("io", "-f", format, "-c", "write -P 0x11 8M 1M", "-c", "flush", image);
+        Assert.True(first.ExitCode == 0, first.ToString());
+        fs.FillUp();
+
+        var write = Tools.Vdisk("io", "-f", format, "-c", "write -P 0x22 0 8M", image);
+        bool reserved = preallocation is "falloc" or "full";
+        if (reserved)
+        {
+            // Space the image reserved at creation is its own: a full file system does not take it away.
+            Assert.True(write.ExitCode == 0, write.ToString());
+        }
+        else
+        {
+            Assert.Equal(1, write.ExitCode);
+            Assert.Contains("write failed: No space left on device", write.StdOut);
+            Assert.DoesNotContain("Input/output error", write.StdOut + write.StdErr);
+        }
+
+        File.Delete(fs.File("filler"));
+        if (format == "qcow2")
+        {
+            var check = Tools.Run("qemu-img", "check", image);
+            Assert.True(check.ExitCode is 0 or 3, "clean or leaking only:\n" + check); // 3: leaks, no corruption
+        }
+        var read = Tools.Run("qemu-io", "-f", format, "-c", "read -P 0x11 8M 1M", image);
+        Assert.True(read.ExitCode == 0 && !read.StdOut.Contains("failed"), read.ToString());
+        if (reserved)
+        {
+            var written = Tools.Run("qemu-io", "-f", format, "-c", "read -P 0x22 0 8M", image);
+            Assert.True(written.ExitCode == 0 && !written.StdOut.Contains("failed"), written.ToString());
+        }
+    }
+
+    [Fact]
+    public void TheLibraryThrowsADiskImageExceptionCarryingEnospc()
+    {
+        using var fs = new SmallFileSystem(8L * MiB);
+        var path = fs.File("lib.qcow2");
+        DiskImages.Create(path, "qcow2", new ImageCreateOptions { Size = 64L * MiB });
+        fs.FillUp();
+        using var image = DiskImages.Open(path);
+        var e = Assert.Throws<DiskImageException>(() => image.Write(0, new byte[4 * MiB].AsSpan()));
+        Assert.Equal(DiskImageErrorKind.NoSpace, e.Kind);
+        Assert.Equal(28, e.Errno);
+        Assert.Equal(path, e.FilePath);
+        Assert.NotNull(e.Offset);
+        Assert.Contains("No space left on device", e.Message);
+        File.Delete(fs.File("filler"));
+    }
+
+    public static TheoryData<string, string> Creations() => new()
+    {
+        { "qcow2", "full" }, { "qcow2", "falloc" }, { "raw", "full" }, { "raw", "falloc" },
+    };
+
+    [Theory, MemberData(nameof(Creations))]
+    public void ACreateThatRunsOutOfSpaceRemovesItsFile(string format, string preallocation)
+    {
+        using var fs = new SmallFileSystem(8L * MiB);
+        var image = fs.File("big." + format);
+        var r = Tools.Vdisk("create", "-q", "-f", format, "-o", "preallocation=" + preallocation, image, "64M");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("No space left on device", r.StdErr);
+        Assert.False(File.Exists(image), "a failed create must not leave a partial image");
+    }
+
+    [Fact]
+    public void AConvertThatRunsOutOfSpaceRemovesItsTarget()
+    {
+        using var dir = new TempDir();
+        var source = dir.File("random.raw");
+        var data = new byte[24 * MiB];
+        new Random(5).NextBytes(data);
+        File.WriteAllBytes(source, data);
+        using var fs = new SmallFileSystem(8L * MiB);
+        var target = fs.File("out.qcow2");
+        var r = Tools.Vdisk("convert", "-f", "raw", "-O", "qcow2", source, target);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("error while converting", r.StdErr);
+        Assert.Contains("No space left on device", r.StdErr);
+        Assert.False(File.Exists(target), "a failed convert must remove the image it created");
+    }
+
+    [Fact]
+    public void TheNbdServerAnswersEnospc()
+    {
+        using var fs = new SmallFileSystem(8L * MiB);
+        using var dir = new TempDir();
+        var image = fs.File("served.qcow2");
+        Assert.Equal(0, Tools.Vdisk("create", "-q", "-f", "qcow2", image, "64M").ExitCode);
+        fs.FillUp();
+        var socket = dir.File("nbd.sock");
+        using (var server = Nbd.NbdServerProcess.Vdisk(dir, "-f", "qcow2", "-k", socket, image))
+        {
+            var r = Tools.Run("qemu-io", "-f", "raw", "-c", "write -P 0x33 0 4M", $"nbd+unix:///?socket={socket}");
+            Assert.Contains("write failed: No space left on device", r.StdOut);
+        }
+        File.Delete(fs.File("filler"));
+    }
+}
