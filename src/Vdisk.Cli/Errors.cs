@@ -27,7 +27,6 @@ internal static class Errors
     {
         // qemu's block layer answers an out-of-range request with EIO, not EINVAL.
         DiskImageException { Kind: DiskImageErrorKind.OutOfBounds } => "Input/output error",
-        DiskImageException { Kind: DiskImageErrorKind.ReadOnly } => "Permission denied",
         DiskImageException d => HostErrno.Describe(d.Errno),
         _ => HostErrno.Describe(HostErrno.Of(e)),
     };

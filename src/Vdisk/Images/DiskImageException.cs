@@ -34,7 +34,8 @@ public class DiskImageException : IOException
     public DiskImageException(DiskImageErrorKind kind, string? path, string problem, long? offset = null, Exception? inner = null)
         : this(kind, path, problem, offset, inner, errno: null) { }
 
-    private DiskImageException(DiskImageErrorKind kind, string? path, string problem, long? offset, Exception? inner, int? errno)
+    /// <summary>A failure that carries its own errno, where the kind's usual one would not say it right.</summary>
+    public DiskImageException(DiskImageErrorKind kind, string? path, string problem, long? offset, Exception? inner, int? errno)
         : base(Compose(path, problem, offset), inner)
     {
         Kind = kind;
@@ -64,7 +65,7 @@ public class DiskImageException : IOException
     public int Errno => _errno ?? Kind switch
     {
         DiskImageErrorKind.OutOfBounds => HostErrno.EINVAL,
-        DiskImageErrorKind.ReadOnly => HostErrno.EPERM,
+        DiskImageErrorKind.ReadOnly => HostErrno.EACCES,
         DiskImageErrorKind.InvalidArgument => HostErrno.EINVAL,
         DiskImageErrorKind.UnsupportedFeature => HostErrno.ENOTSUP,
         DiskImageErrorKind.NoSpace => HostErrno.ENOSPC,

@@ -16,7 +16,7 @@ public static class DiskImages
         try
         {
             var format = options.Format is null ? options.Registry.Probe(device) : options.Registry.Get(options.Format);
-            return format.Open(device, options with { OpenChain = options.OpenChain.Append(full).ToArray() });
+            return format.Open(device, options with { OpenChain = options.OpenChain.Append(full).ToArray(), FormatProbed = options.Format is null });
         }
         catch
         {

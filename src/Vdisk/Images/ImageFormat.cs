@@ -12,7 +12,7 @@ public abstract class ImageFormat
     public abstract string Name { get; }
 
     /// <summary>How sure the driver is that the header is its format: 0 = no, 100 = magic matches. Raw answers 1.</summary>
-    public abstract int Probe(ReadOnlySpan<byte> header, string path);
+    public abstract int Probe(ReadOnlySpan<byte> header, string? path);
 
     /// <summary>Opens an image on a device this call takes ownership of.</summary>
     public abstract DiskImage Open(BlockDevice device, ImageOpenOptions options);

@@ -32,6 +32,8 @@ public sealed record ImageOpenOptions
     public ImageFormatRegistry Registry { get; init; } = ImageFormatRegistry.Default;
     /// <summary>Files already open further up the chain, to refuse a chain that loops back on itself.</summary>
     internal IReadOnlyList<string> OpenChain { get; init; } = Array.Empty<string>();
+    /// <summary>The format was found by probing, not given: a raw image then guards its first sector (see RawImage).</summary>
+    internal bool FormatProbed { get; init; }
 }
 
 /// <summary>How to create an image: its size and the qemu-img -o options, as text.</summary>

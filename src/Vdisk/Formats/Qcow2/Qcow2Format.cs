@@ -11,7 +11,7 @@ public sealed class Qcow2Format : ImageFormat
     public override string Name => "qcow2";
     public override IReadOnlyCollection<string> CreateOptionNames => Qcow2CreateOptions.Names;
 
-    public override int Probe(ReadOnlySpan<byte> header, string path) =>
+    public override int Probe(ReadOnlySpan<byte> header, string? path) =>
         header.Length >= 8 && BinaryPrimitives.ReadUInt32BigEndian(header) == Qcow2Header.MagicValue
         && BinaryPrimitives.ReadUInt32BigEndian(header[4..]) >= 2 ? 100 : 0;
 

@@ -9,7 +9,7 @@ public sealed class RawFormat : ImageFormat
     public override string Name => "raw";
     public override IReadOnlyCollection<string> CreateOptionNames { get; } = new[] { "size", "preallocation" };
 
-    public override int Probe(ReadOnlySpan<byte> header, string path) => 1;
+    public override int Probe(ReadOnlySpan<byte> header, string? path) => 1;
 
     public override DiskImage Open(BlockDevice device, ImageOpenOptions options)
     {
@@ -18,7 +18,7 @@ public sealed class RawFormat : ImageFormat
             device.Dispose();
             throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, device.Name, "raw images have no internal snapshots");
         }
-        return new RawImage(device, options.ReadOnly);
+        return new RawImage(device, options.ReadOnly, options.FormatProbed ? options.Registry : null);
     }
 
     public override void Create(BlockDevice device, ImageCreateOptions options)

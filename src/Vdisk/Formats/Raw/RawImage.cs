@@ -6,9 +6,20 @@ namespace Vdisk.Formats.Raw;
 /// <summary>A raw image: every operation passes straight to the file; holes read as zeros.</summary>
 public sealed class RawImage : DiskImage
 {
-    public RawImage(BlockDevice device, bool readOnly) : base(device, readOnly)
+    /// <summary>Bytes at the start of a probed raw image that a write may not turn into another format's header.</summary>
+    private const int GuardedBytes = 512;
+
+    private readonly ImageFormatRegistry? _probedBy;
+
+    /// <param name="probedBy">
+    /// The registry whose probing chose raw for this file, when the format was not given. A guest write could
+    /// otherwise put, say, a qcow2 header with a backing file name in sector 0, and the next probing open would
+    /// read host files through it: as QEMU does, such writes are refused (EPERM) unless raw was asked for.
+    /// </param>
+    public RawImage(BlockDevice device, bool readOnly, ImageFormatRegistry? probedBy = null) : base(device, readOnly)
     {
         Size = device.Length;
+        _probedBy = probedBy;
     }
 
     public override string FormatName => "raw";
@@ -17,7 +28,31 @@ public sealed class RawImage : DiskImage
         => Device.ReadCoreAsync(offset, buffer, async, ct);
 
     protected override ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> buffer, bool async, CancellationToken ct)
-        => Device.WriteCoreAsync(offset, buffer, async, ct);
+        => _probedBy is not null && offset < GuardedBytes
+            ? GuardedWriteAsync(offset, buffer, async, ct)
+            : Device.WriteCoreAsync(offset, buffer, async, ct);
+
+    /// <summary>Checks what the first sector would hold after the write, then writes; two such writes at once may not interleave.</summary>
+    private async ValueTask GuardedWriteAsync(long offset, ReadOnlyMemory<byte> buffer, bool async, CancellationToken ct)
+    {
+        if (async) await _firstSector.WaitAsync(ct).ConfigureAwait(false); else _firstSector.Wait(ct);
+        try
+        {
+            var sector = new byte[(int)Math.Min(GuardedBytes, Math.Max(Size, offset + buffer.Length))];
+            await Device.ReadCoreAsync(0, sector, async, ct).ConfigureAwait(false);
+            var covered = buffer[..(int)Math.Min(buffer.Length, sector.Length - offset)];
+            covered.Span.CopyTo(sector.AsSpan((int)offset));
+            var (driver, foreign) = _probedBy!.Recognise(sector, path: null);
+            if (foreign is not null || (driver is not null && driver.Name != FormatName))
+                throw new DiskImageException(DiskImageErrorKind.ReadOnly, Path,
+                    $"Write refused: it would make sector 0 of this raw image (its format was probed) look like a {foreign?.Name ?? driver!.Name} image; open it with format raw to write it",
+                    offset, null, HostErrno.EPERM);
+            await Device.WriteCoreAsync(offset, buffer, async, ct).ConfigureAwait(false);
+        }
+        finally { _firstSector.Release(); }
+    }
+
+    private readonly SemaphoreSlim _firstSector = new(1, 1);
 
     protected override ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool async, CancellationToken ct)
         => Device.WriteZeroesCoreAsync(offset, length, mayUnmap, async, ct);
