@@ -64,4 +64,31 @@ public class CommitOpsTests
         ChainCopies.AssertSameResult(theirs, ours);
         Assert.NotEqual(0, ours.ExitCode);
     }
+
+    /// <summary>
+    /// qemu-iotests 020, "commit in sub-directory with relative filenames": -b names the base relative to the overlay's
+    /// folder (as backing file names are), not to the current directory; an absolute name works too.
+    /// </summary>
+    [Fact]
+    public void RelativeBaseNameIsResolvedFromTheOverlaysFolderAsIotest020()
+    {
+        using var dir = new TempDir();
+        foreach (var tool in new[] { "q", "v" })
+        {
+            var sub = Path.Combine(dir.Path_, tool, "subdir");
+            Directory.CreateDirectory(sub);
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", Path.Combine(sub, "t.qcow2.base"), "1M");
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", "-b", "t.qcow2.base", "-F", "qcow2", Path.Combine(sub, "t.qcow2.mid"));
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", "-b", "t.qcow2.mid", "-F", "qcow2", Path.Combine(sub, "t.qcow2"));
+            Qemu.Io(Path.Combine(sub, "t.qcow2"), "qcow2", new[] { "write -P 0x33 0 64k" });
+        }
+        foreach (var name in new[] { "t.qcow2.mid", "subdir/t.qcow2.mid", "{0}/subdir/t.qcow2.mid" })
+        {
+            var theirs = Tools.RunWithTimeout("qemu-img", ["commit", "-b", string.Format(name, dir.File("q")), "subdir/t.qcow2"],
+                TimeSpan.FromMinutes(1), dir.File("q"));
+            var ours = Tools.VdiskIn(dir.File("v"), "commit", "-b", string.Format(name, dir.File("v")), "subdir/t.qcow2");
+            ChainCopies.AssertSameResult(theirs, ours);
+        }
+        Qemu.Io(dir.File("v/subdir/t.qcow2.mid"), "qcow2", new[] { "read -P 0x33 0 64k" });
+    }
 }
