@@ -3,13 +3,19 @@ using Vdisk.Images;
 
 namespace Vdisk.Formats.Raw;
 
-/// <summary>A raw image: every operation passes straight to the file; holes read as zeros.</summary>
+/// <summary>
+/// A raw image: every operation passes straight to the file; holes read as zeros. As in QEMU's block layer, the
+/// virtual size is the file's length rounded up to 512 bytes: the bytes past the end of the file read as zeros and
+/// a write there extends the file.
+/// </summary>
 public sealed class RawImage : DiskImage
 {
     public RawImage(BlockDevice device, bool readOnly) : base(device, readOnly)
     {
-        Size = device.Length;
+        Size = RoundUpToSector(device.Length);
     }
+
+    internal static long RoundUpToSector(long bytes) => (bytes + 511) & ~511L;
 
     public override string FormatName => "raw";
 
@@ -31,7 +37,11 @@ public sealed class RawImage : DiskImage
 
     protected override async ValueTask<LayerStatus> GetLayerStatusCoreAsync(long offset, long length, bool async, CancellationToken ct)
     {
-        var extent = await Device.GetExtentCoreAsync(offset, length, async, ct).ConfigureAwait(false);
+        // Past the end of the file (inside the last, partial sector) reads as zeros, which qemu-img map shows as a zero
+        // range with its offset.
+        long fileLength = Device.Length;
+        if (offset >= fileLength) return new LayerStatus(offset, length, LayerAllocation.Zero, offset);
+        var extent = await Device.GetExtentCoreAsync(offset, Math.Min(length, fileLength - offset), async, ct).ConfigureAwait(false);
         return new LayerStatus(offset, Math.Min(extent.Length, length), extent.IsData ? LayerAllocation.Data : LayerAllocation.Zero, offset);
     }
 
@@ -53,7 +63,7 @@ public sealed class RawImage : DiskImage
             }
         }
         await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
-        Size = size;
+        Size = RoundUpToSector(size);
     }
 
     protected override ValueTask CloseCoreAsync(bool async)
