@@ -39,11 +39,7 @@ internal static class CommitCommand
             if (top.Backing is null) throw new CliException("Image does not have a backing file");
             DiskImage target = top.Backing;
             if (baseName is not null)
-            {
-                string wanted = Path.GetFullPath(baseName);
-                while (Path.GetFullPath(target.Path) != wanted)
-                    target = target.Backing ?? throw new CliException($"Did not find '{baseName}' in the backing chain of '{file}'");
-            }
+                target = FindInChain(top, baseName) ?? throw new CliException($"Did not find '{baseName}' in the backing chain of '{file}'");
             using var baseImage = ImageOpening.Open(target.Path, target.FormatName, cache, readOnly: false);
             var bar = new Progress(ctx.Out, progress);
             bar.Start(top.Size);
@@ -59,5 +55,20 @@ internal static class CommitCommand
         }
         if (!quiet) ctx.Out.WriteLine("Image committed.");
         return 0;
+    }
+
+    /// <summary>
+    /// The backing file of some layer that <paramref name="name"/> names. As qemu-img, a relative name is taken
+    /// relative to the folder of the layer whose backing file is being compared (backing file names are relative
+    /// to their overlay), not to the current directory.
+    /// </summary>
+    private static DiskImage? FindInChain(DiskImage top, string name)
+    {
+        for (var layer = top; layer.Backing is { } below; layer = below)
+        {
+            string folder = Path.GetDirectoryName(Path.GetFullPath(layer.Path)) ?? "/";
+            if (Path.GetFullPath(Path.Combine(folder, name)) == Path.GetFullPath(below.Path)) return below;
+        }
+        return null;
     }
 }

@@ -46,7 +46,8 @@ internal static class ResizeCommand
                 "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.");
 
         DiskImage image;
-        try { image = DiskImages.Open(file, new ImageOpenOptions { Format = format, NoBacking = true }); }
+        // With its backing file, as qemu-img: a grow must know whether the backing file reaches past the old end.
+        try { image = DiskImages.Open(file, new ImageOpenOptions { Format = format }); }
         catch (IOException e) { throw new CliException(Errors.OpenFailure(file, e)); }
         using (image)
         {

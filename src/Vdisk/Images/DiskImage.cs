@@ -193,10 +193,10 @@ public abstract class DiskImage : IDisposable, IAsyncDisposable
                     return new BlockStatus(offset, length, true, true, false, depth, s.HostOffset, layer.Path);
             }
             var below = layer.Backing;
-            if (below is null) return new BlockStatus(offset, length, false, true, false, depth, -1, null);
-            // Past the end of the backing file this layer decides (zeros), as QEMU's block status does.
-            if (offset >= below.Size)
-                return new BlockStatus(offset, length, false, true, false, depth, -1, null);
+            // Unallocated here, and nothing below (or past the end of the backing file): this layer decides (zeros),
+            // as QEMU's block status does, with the host offset an unallocated subcluster may already have.
+            if (below is null || offset >= below.Size)
+                return new BlockStatus(offset, length, false, true, false, depth, s.HostOffset, s.HostOffset >= 0 ? layer.Path : null);
             length = Math.Min(length, below.Size - offset);
             layer = below;
             depth++;

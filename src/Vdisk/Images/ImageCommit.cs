@@ -29,13 +29,7 @@ public static class ImageCommit
         for (long offset = 0; offset < top.Size;)
         {
             long length = Math.Min(piece - offset % piece, top.Size - offset);
-            if (AnyAllocated(above, offset, length))
-            {
-                var span = buffer.AsMemory(0, (int)length);
-                top.Read(offset, span);
-                if (span.Span.IndexOfAnyExcept((byte)0) < 0) target.WriteZeroes(offset, length);
-                else target.Write(offset, span);
-            }
+            if (AnyAllocated(above, offset, length)) CopyPiece(top, target, offset, length, buffer);
             progress?.Invoke(length);
             offset += length;
         }
@@ -65,6 +59,49 @@ public static class ImageCommit
         }
         if (above.Count == 0) throw new ArgumentException("The base is the top itself", nameof(baseInChain));
         return above;
+    }
+
+    /// <summary>
+    /// Copies one piece as qemu-img's commit job (a mirror) does, in granules of the base's cluster size (4 KiB to
+    /// 64 KiB; 64 KiB without clusters): a granule the chain's block status calls zeros is written as zeros that may
+    /// unmap (the base frees those clusters), any other as data, even data that happens to be zeros.
+    /// </summary>
+    private static void CopyPiece(DiskImage top, DiskImage target, long offset, long length, byte[] buffer)
+    {
+        int granule = target.ClusterSize <= 0 ? 65536 : Math.Clamp(target.ClusterSize, 4096, 65536);
+        long end = offset + length;
+        for (long at = offset; at < end;)
+        {
+            // A run of granules of one kind, written with one request.
+            long runEnd = Math.Min(at + granule - at % granule, end);
+            bool zero = ReadsAsZeros(top, at, runEnd - at);
+            while (runEnd < end)
+            {
+                long next = Math.Min(runEnd + granule - runEnd % granule, end);
+                if (ReadsAsZeros(top, runEnd, next - runEnd) != zero) break;
+                runEnd = next;
+            }
+            if (zero) target.WriteZeroes(at, runEnd - at, mayUnmap: true);
+            else
+            {
+                var span = buffer.AsMemory(0, (int)(runEnd - at));
+                top.Read(at, span);
+                target.Write(at, span);
+            }
+            at = runEnd;
+        }
+    }
+
+    /// <summary>True when the chain's block status says all of [offset, offset+length) reads as zeros.</summary>
+    private static bool ReadsAsZeros(DiskImage top, long offset, long length)
+    {
+        for (long at = offset, end = offset + length; at < end;)
+        {
+            var s = top.GetBlockStatus(at, end - at);
+            if (!s.Zero) return false;
+            at += s.Length;
+        }
+        return true;
     }
 
     /// <summary>True when any layer above the base allocates (data or zeros) part of [offset, offset+length).</summary>

@@ -64,4 +64,62 @@ public class CommitOpsTests
         ChainCopies.AssertSameResult(theirs, ours);
         Assert.NotEqual(0, ours.ExitCode);
     }
+
+    /// <summary>
+    /// qemu-iotests 020, "commit in sub-directory with relative filenames": -b names the base relative to the overlay's
+    /// folder (as backing file names are), not to the current directory; an absolute name works too.
+    /// </summary>
+    [Fact]
+    public void RelativeBaseNameIsResolvedFromTheOverlaysFolderAsIotest020()
+    {
+        using var dir = new TempDir();
+        foreach (var tool in new[] { "q", "v" })
+        {
+            var sub = Path.Combine(dir.Path_, tool, "subdir");
+            Directory.CreateDirectory(sub);
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", Path.Combine(sub, "t.qcow2.base"), "1M");
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", "-b", "t.qcow2.base", "-F", "qcow2", Path.Combine(sub, "t.qcow2.mid"));
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", "-b", "t.qcow2.mid", "-F", "qcow2", Path.Combine(sub, "t.qcow2"));
+            Qemu.Io(Path.Combine(sub, "t.qcow2"), "qcow2", new[] { "write -P 0x33 0 64k" });
+        }
+        foreach (var name in new[] { "t.qcow2.mid", "subdir/t.qcow2.mid", "{0}/subdir/t.qcow2.mid" })
+        {
+            var theirs = Tools.RunWithTimeout("qemu-img", ["commit", "-b", string.Format(name, dir.File("q")), "subdir/t.qcow2"],
+                TimeSpan.FromMinutes(1), dir.File("q"));
+            var ours = Tools.VdiskIn(dir.File("v"), "commit", "-b", string.Format(name, dir.File("v")), "subdir/t.qcow2");
+            ChainCopies.AssertSameResult(theirs, ours);
+        }
+        Qemu.Io(dir.File("v/subdir/t.qcow2.mid"), "qcow2", new[] { "read -P 0x33 0 64k" });
+    }
+
+    /// <summary>
+    /// qemu-iotests 313: an overlay of zeros committed into its base frees the base's clusters (zeros with unmap),
+    /// while data that happens to be zeros stays data, as qemu-img's commit job writes it.
+    /// </summary>
+    [Theory]
+    [InlineData("write -z 0 8347648")]
+    [InlineData("write -z 0 256k", "write -P 0 512k 256k", "write -z 1M 6k")]
+    public void ZerosCommittedIntoTheBaseFreeItsClustersAsIotest313(params string[] writes)
+    {
+        using var dir = new TempDir();
+        foreach (var tool in new[] { "q", "v" })
+        {
+            Directory.CreateDirectory(dir.File(tool));
+            var b = Path.Combine(dir.File(tool), "t.qcow2.base");
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,refcount_bits=64", b, "8347648");
+            Qemu.Io(b, "qcow2", new[] { "write -P 1 0 8347648" });
+            Qemu.MustRun("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,refcount_bits=64", "-b", "t.qcow2.base", "-F", "qcow2",
+                Path.Combine(dir.File(tool), "t.qcow2"));
+            Qemu.Io(Path.Combine(dir.File(tool), "t.qcow2"), "qcow2", writes);
+        }
+        Qemu.MustRun("qemu-img", "commit", "-q", dir.File("q/t.qcow2"));
+        var ours = Tools.Vdisk("commit", "-q", dir.File("v/t.qcow2"));
+        Assert.True(ours.ExitCode == 0, ours.ToString());
+
+        var theirs = Tools.Run("qemu-img", "check", dir.File("q/t.qcow2.base"));
+        var check = Tools.Run("qemu-img", "check", dir.File("v/t.qcow2.base"));
+        Assert.Equal(theirs.ToString(), check.ToString());
+        Assert.Equal(Qemu.Map(dir.File("q/t.qcow2.base")), Qemu.Map(dir.File("v/t.qcow2.base")));
+        Assert.Equal(0, Tools.Run("qemu-img", "compare", dir.File("q/t.qcow2.base"), dir.File("v/t.qcow2.base")).ExitCode);
+    }
 }

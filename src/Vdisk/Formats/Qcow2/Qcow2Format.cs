@@ -20,6 +20,8 @@ public sealed class Qcow2Format : ImageFormat
     public override void Create(BlockDevice device, ImageCreateOptions options)
     {
         var o = Qcow2CreateOptions.Parse(options, device.Name);
+        // As qemu-img, the virtual size is rounded up to whole 512-byte sectors (1234 becomes 1536).
+        o = o with { Size = (o.Size + 511) & ~511L };
         if (o.Size == 0 && o.BackingFile is not null)
         {
             using var backing = DiskImages.OpenBacking(device.Name, o.BackingFile, o.BackingFormat, new ImageOpenOptions { NoBacking = true });

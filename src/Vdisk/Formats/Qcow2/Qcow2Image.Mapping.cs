@@ -71,7 +71,7 @@ public sealed partial class Qcow2Image
         long tableEnd = (l1Index + 1) << (_l2Bits + _clusterBits);
         long limit = Math.Min(offset + maxLength, tableEnd);
         var l2 = await GetL2TableAsync(l1Index, async, ct).ConfigureAwait(false);
-        if (l2 is null) return new Mapping(ClusterKind.Unallocated, 0, limit - offset, 0);
+        if (l2 is null) return new Mapping(ClusterKind.Unallocated, -1, limit - offset, 0);
 
         int subBits = SubclusterBits;
         var first = Classify(l2, offset, out long firstHost, out ulong firstRaw);
@@ -82,7 +82,8 @@ public sealed partial class Qcow2Image
         {
             var kind = Classify(l2, pos, out long host, out _);
             if (kind != first) break;
-            if (kind == ClusterKind.Normal && host != firstHost + (pos - offset)) break;
+            // One mapping has one host offset (or none) that continues through it, as qemu-img map reports runs.
+            if ((host >= 0) != (firstHost >= 0) || (host >= 0 && host != firstHost + (pos - offset))) break;
             pos += 1L << subBits;
         }
         return new Mapping(first, firstHost, Math.Min(pos, limit) - offset, firstRaw);
@@ -98,7 +99,9 @@ public sealed partial class Qcow2Image
         host = -1;
         if (_extended && (entry.Bitmap >> 32 & entry.Bitmap) != 0)
             throw SignalCorruption($"Invalid subcluster bitmap 0x{entry.Bitmap:x} for cluster {guestCluster}", offset);
-        if (kind is ClusterKind.Normal or ClusterKind.ZeroAllocated)
+        // An unallocated subcluster of a cluster that has a host cluster (preallocated with extended L2 entries)
+        // still has its host offset, which block status reports as QEMU's does.
+        if (kind is ClusterKind.Normal or ClusterKind.ZeroAllocated || (kind == ClusterKind.Unallocated && entry.Kind(_extended) == ClusterKind.Normal))
         {
             if ((entry.HostOffset & (ClusterSize - 1)) != 0)
                 throw SignalCorruption($"Cluster allocation offset 0x{entry.Raw & Entry.L2OffsetMask:x} unaligned (L2 entry 0x{entry.Raw:x})", offset);
@@ -131,7 +134,7 @@ public sealed partial class Qcow2Image
             ClusterKind.Compressed => new LayerStatus(offset, len, LayerAllocation.Data, -1, Compressed: true),
             ClusterKind.ZeroPlain => new LayerStatus(offset, len, LayerAllocation.Zero),
             ClusterKind.ZeroAllocated => new LayerStatus(offset, len, LayerAllocation.Zero, m.HostOffset),
-            _ => new LayerStatus(offset, len, LayerAllocation.Unallocated),
+            _ => new LayerStatus(offset, len, LayerAllocation.Unallocated, m.HostOffset),
         };
     }
 

@@ -70,11 +70,13 @@ public sealed partial class Qcow2Image
     /// <summary>
     /// Makes the whole (sub)clusters of [start, end) read as zeros through their L2 entries (one cluster at most).
     /// False when the entry cannot express it (part of a compressed cluster): the caller writes zeros instead.
+    /// <paramref name="endIsImageEnd"/>: <paramref name="end"/> is the end of the disk even though the size field does
+    /// not say so yet (a grow zeroes its new area before it writes the new size).
     /// </summary>
-    private async ValueTask<bool> ZeroizeAsync(long start, long end, bool mayUnmap, bool async, CancellationToken ct)
+    private async ValueTask<bool> ZeroizeAsync(long start, long end, bool mayUnmap, bool async, CancellationToken ct, bool endIsImageEnd = false)
     {
         long guestCluster = start >> _clusterBits;
-        bool whole = (start & (ClusterSize - 1)) == 0 && (end - start == ClusterSize || end == Size);
+        bool whole = (start & (ClusterSize - 1)) == 0 && (end - start == ClusterSize || end == Size || endIsImageEnd);
         bool expressible = true;
         await ChangeEntryAsync(guestCluster, async, ct, old =>
         {

@@ -27,6 +27,8 @@ public sealed class RawFormat : ImageFormat
             if (!CreateOptionNames.Contains(key))
                 throw new DiskImageException(DiskImageErrorKind.InvalidArgument, device.Name, $"Invalid parameter '{key}'");
         var prealloc = options.Get("preallocation") ?? "off";
+        // As qemu-img: the file is made a whole number of 512-byte sectors long.
+        options = options with { Size = RawImage.RoundUpToSector(options.Size) };
         device.SetLength(options.Size);
         switch (prealloc)
         {

@@ -3,7 +3,11 @@ using Vdisk.Images;
 
 namespace Vdisk.Formats.Raw;
 
-/// <summary>A raw image: every operation passes straight to the file; holes read as zeros.</summary>
+/// <summary>
+/// A raw image: every operation passes straight to the file; holes read as zeros. As in QEMU's block layer, the
+/// virtual size is the file's length rounded up to 512 bytes: the bytes past the end of the file read as zeros and
+/// a write there extends the file.
+/// </summary>
 public sealed class RawImage : DiskImage
 {
     /// <summary>Bytes at the start of a probed raw image that a write may not turn into another format's header.</summary>
@@ -18,9 +22,11 @@ public sealed class RawImage : DiskImage
     /// </param>
     public RawImage(BlockDevice device, bool readOnly, ImageFormatRegistry? probedBy = null) : base(device, readOnly)
     {
-        Size = device.Length;
+        Size = RoundUpToSector(device.Length);
         _probedBy = probedBy;
     }
+
+    internal static long RoundUpToSector(long bytes) => (bytes + 511) & ~511L;
 
     public override string FormatName => "raw";
 
@@ -66,7 +72,11 @@ public sealed class RawImage : DiskImage
 
     protected override async ValueTask<LayerStatus> GetLayerStatusCoreAsync(long offset, long length, bool async, CancellationToken ct)
     {
-        var extent = await Device.GetExtentCoreAsync(offset, length, async, ct).ConfigureAwait(false);
+        // Past the end of the file (inside the last, partial sector) reads as zeros, which qemu-img map shows as a zero
+        // range with its offset.
+        long fileLength = Device.Length;
+        if (offset >= fileLength) return new LayerStatus(offset, length, LayerAllocation.Zero, offset);
+        var extent = await Device.GetExtentCoreAsync(offset, Math.Min(length, fileLength - offset), async, ct).ConfigureAwait(false);
         return new LayerStatus(offset, Math.Min(extent.Length, length), extent.IsData ? LayerAllocation.Data : LayerAllocation.Zero, offset);
     }
 
@@ -88,7 +98,7 @@ public sealed class RawImage : DiskImage
             }
         }
         await Device.FlushCoreAsync(async, ct).ConfigureAwait(false);
-        Size = size;
+        Size = RoundUpToSector(size);
     }
 
     protected override ValueTask CloseCoreAsync(bool async)
