@@ -16,6 +16,8 @@ internal static class Errors
         foreach (var verb in new[] { "Could not open", "Could not create" })
             if (d.FilePath is not null && problem.StartsWith(verb + ": ", StringComparison.Ordinal))
                 problem = $"{verb} '{d.FilePath}': " + problem[(verb.Length + 2)..];
+        // qemu's hint after a lock conflict, on a line of its own without the program prefix.
+        if (d.Kind == DiskImageErrorKind.Locked) return $"{problem}\nIs another process using the image [{d.FilePath}]?";
         return d.Offset is { } o && d.Kind != DiskImageErrorKind.OutOfBounds ? $"{problem} (offset 0x{o:x})" : problem;
     }
 

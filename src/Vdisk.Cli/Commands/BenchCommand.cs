@@ -29,7 +29,7 @@ internal static class BenchCommand
         int depth = 64, size = 4096;
         long offset = 0;
         long? step = null;
-        bool write = false, quiet = false, drain = true;
+        bool write = false, quiet = false, drain = true, forceShare = false;
         byte pattern = 0;
         string? format = null;
         var cache = CacheMode.Writeback;
@@ -53,6 +53,7 @@ internal static class BenchCommand
                     if (!CacheModes.TryParse(value!, out cache)) throw new CliException("Invalid cache mode");
                     break;
                 case "w": write = true; break;
+                case "U": forceShare = true; break;
                 case "pattern": pattern = (byte)ParseCount(value!, "Invalid pattern byte specified", 0, 255); break;
                 case "flush-interval": flushInterval = ParseCount(value!, "Invalid flush interval specified", 0, int.MaxValue); break;
                 case "no-drain": drain = false; break;
@@ -65,7 +66,7 @@ internal static class BenchCommand
         string file = parsed.Positionals[0];
 
         DiskImage image;
-        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = !write, Cache = cache, Format = format, Messages = ctx.Err.WriteLine }); }
+        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = !write, Cache = cache, Format = format, Messages = ctx.Err.WriteLine, ForceShare = forceShare }); }
         catch (Exception e) when (e is IOException or NotImplementedException) { throw new CliException(Errors.OpenFailure(file, e)); }
         using (image)
         {

@@ -18,7 +18,7 @@ internal static class CheckCommand
     {
         var parsed = GetOpt.Parse(args, "hf:r:T:qU", Longs);
         string? format = null;
-        bool json = false, quiet = false;
+        bool json = false, quiet = false, forceShare = false;
         var repair = CheckRepair.None;
         var cache = BlockIO.CacheMode.Writeback;
         foreach (var (key, value) in parsed.Options)
@@ -29,6 +29,7 @@ internal static class CheckCommand
                 case "f": format = value; break;
                 case "output": json = InfoCommand.ParseOutputFormat(value!); break;
                 case "q": quiet = true; break;
+                case "U": forceShare = true; break;
                 case "T":
                     if (!BlockIO.CacheModes.TryParse(value!, out cache)) throw new CliException($"Invalid source cache option: {value}");
                     break;
@@ -50,7 +51,7 @@ internal static class CheckCommand
         {
             image = DiskImages.Open(file, new ImageOpenOptions
             {
-                ReadOnly = repair == CheckRepair.None, Format = format, ForCheck = true, NoBacking = true, Cache = cache,
+                ReadOnly = repair == CheckRepair.None, Format = format, ForCheck = true, NoBacking = true, Cache = cache, ForceShare = forceShare,
             });
         }
         catch (Exception e) when (e is IOException)

@@ -34,23 +34,40 @@ internal static class CommitCommand
         if (parsed.Positionals.Count != 1) throw new CliException("Expecting one image file name", showTryHelp: true);
         string file = parsed.Positionals[0];
 
-        using (var top = ImageOpening.Open(file, format, CacheMode.Writeback, readOnly: true))
+        // Which layer takes the data: found on a first, read-only look at the chain.
+        string targetPath;
+        using (var chain = ImageOpening.Open(file, format, CacheMode.Writeback, readOnly: true))
         {
-            if (top.Backing is null) throw new CliException("Image does not have a backing file");
-            DiskImage target = top.Backing;
-            if (baseName is not null)
-                target = FindInChain(top, baseName) ?? throw new CliException($"Did not find '{baseName}' in the backing chain of '{file}'");
-            using var baseImage = ImageOpening.Open(target.Path, target.FormatName, cache, readOnly: false);
+            if (chain.Backing is null) throw new CliException("Image does not have a backing file");
+            var found = baseName is null ? chain.Backing
+                : FindInChain(chain, baseName) ?? throw new CliException($"Did not find '{baseName}' in the backing chain of '{file}'");
+            targetPath = Path.GetFullPath(found.Path);
+        }
+        // Then the chain again with that layer writable inside it: one handle per file, so that the image locks see
+        // no second user of the base, and the copy reads through the handle it writes.
+        DiskImage? target = null;
+        var options = new ImageOpenOptions
+        {
+            ReadOnly = true, Format = format,
+            BackingOpener = (path, o) => Path.GetFullPath(path) == targetPath
+                ? target = DiskImages.Open(path, o with { ReadOnly = false, Cache = cache })
+                : DiskImages.Open(path, o),
+        };
+        DiskImage top;
+        try { top = DiskImages.Open(file, options); }
+        catch (Exception e) when (e is IOException or NotImplementedException) { throw new CliException(Errors.OpenFailure(file, e)); }
+        using (top)
+        {
             var bar = new Progress(ctx.Out, progress);
             bar.Start(top.Size);
-            try { ImageCommit.CopyIntoBase(top, target, baseImage, bar.Add); }
+            try { ImageCommit.CopyIntoBase(top, target!, target!, bar.Add); }
             catch (IOException e) { throw new CliException($"Block job failed: {Errors.Describe(e)}"); }
             bar.End();
         }
         if (!drop)
         {
-            using var top = ImageOpening.Open(file, format, cache, readOnly: false, noBacking: true);
-            try { ImageCommit.EmptyTop(top); }
+            using var emptied = ImageOpening.Open(file, format, cache, readOnly: false, noBacking: true);
+            try { ImageCommit.EmptyTop(emptied); }
             catch (IOException e) { throw new CliException($"Could not empty {file}: {Errors.Describe(e)}"); }
         }
         if (!quiet) ctx.Out.WriteLine("Image committed.");

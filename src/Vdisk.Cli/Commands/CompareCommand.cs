@@ -21,7 +21,7 @@ internal static class CompareCommand
     {
         var parsed = GetOpt.Parse(args, "hf:F:T:pqsU", Longs);
         string? format1 = null, format2 = null;
-        bool progress = false, quiet = false, strict = false;
+        bool progress = false, quiet = false, strict = false, forceShare = false;
         var cache = CacheMode.Writeback;
         foreach (var (key, value) in parsed.Options)
         {
@@ -34,6 +34,7 @@ internal static class CompareCommand
                 case "p": progress = true; break;
                 case "q": quiet = true; break;
                 case "s": strict = true; break;
+                case "U": forceShare = true; break;
             }
         }
         if (quiet) progress = false;
@@ -41,11 +42,11 @@ internal static class CompareCommand
         string file1 = parsed.Positionals[0], file2 = parsed.Positionals[1];
 
         DiskImage a, b;
-        try { a = ImageOpening.Open(file1, format1, cache, readOnly: true); }
+        try { a = ImageOpening.Open(file1, format1, cache, readOnly: true, forceShare: forceShare); }
         catch (CliException e) { ctx.Error(e.Message); return 2; }
         using (a)
         {
-            try { b = ImageOpening.Open(file2, format2, cache, readOnly: true); }
+            try { b = ImageOpening.Open(file2, format2, cache, readOnly: true, forceShare: forceShare); }
             catch (CliException e) { ctx.Error(e.Message); return 2; }
             using (b)
             {

@@ -23,7 +23,7 @@ internal static class ConvertCommand
         var parsed = GetOpt.Parse(args, "hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", Longs);
         string? format = null, backing = null, backingFormat = null;
         string outFormat = "raw";
-        bool compress = false, progress = false, quiet = false, skipCreate = false, outOfOrder = false, targetIsZero = false;
+        bool compress = false, progress = false, quiet = false, skipCreate = false, outOfOrder = false, targetIsZero = false, forceShare = false;
         var cache = CacheMode.Unsafe;
         var srcCache = CacheMode.Writeback;
         long sparse = 4096, rateLimit = 0;
@@ -48,6 +48,7 @@ internal static class ConvertCommand
                 case "n": skipCreate = true; break;
                 case "t": cache = ImageOpening.ParseCache(value!); break;
                 case "T": srcCache = ImageOpening.ParseCache(value!, "source cache"); break;
+                case "U": forceShare = true; break;
                 case "m":
                     if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out workers) || workers < 1 || workers > 16)
                         throw new CliException("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
@@ -84,8 +85,9 @@ internal static class ConvertCommand
         try
         {
             foreach (var file in parsed.Positionals.Take(parsed.Positionals.Count - 1))
-                images.Add(ImageOpening.Open(file, format, srcCache, readOnly: true, snapshot: snapshot));
+                images.Add(ImageOpening.Open(file, format, srcCache, readOnly: true, snapshot: snapshot, forceShare: forceShare));
             var sources = new SourceSet(images);
+            if (forceShare) RefuseTargetInSources(target, outFormat, images);
             if (!skipCreate)
             {
                 try
@@ -135,6 +137,20 @@ internal static class ConvertCommand
             output?.Dispose();
             foreach (var image in images) image.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Without -U the sources' locks already stop a target that is one of them (or a file under one), in qemu-img's
+    /// words. With -U they let writers in, and qemu-img then truncates its own source and reports success; vdisk
+    /// refuses instead.
+    /// </summary>
+    private static void RefuseTargetInSources(string target, string outFormat, List<DiskImage> sources)
+    {
+        if (!File.Exists(target)) return;
+        foreach (var source in sources)
+            for (var layer = source; layer is not null; layer = layer.Backing)
+                if (BlockIO.FileStatus.SameFile(target, layer.Path))
+                    throw new CliException($"{target}: error while converting {outFormat}: the target is one of the images being read ({layer.Path})");
     }
 
     private static void CloseQuietly(DiskImage? image)

@@ -20,6 +20,7 @@ internal static class DdCommand
         var parsed = GetOpt.Parse(args, "hf:O:U", Longs);
         string? format = null;
         string outFormat = "raw";
+        bool forceShare = false;
         foreach (var (key, value) in parsed.Options)
         {
             switch (key)
@@ -27,6 +28,7 @@ internal static class DdCommand
                 case "h": Help.PrintUsage(ctx.Out); return 0;
                 case "f": format = value; break;
                 case "O": outFormat = value!; break;
+                case "U": forceShare = true; break;
             }
         }
         long bs = 512, count = -1, skip = 0;
@@ -53,7 +55,7 @@ internal static class DdCommand
         if (output is null) throw new CliException("Must specify both input and output files");
         var driver = ImageFormatRegistry.Default.Find(outFormat) ?? throw new CliException($"Unknown file format '{outFormat}'");
 
-        using var source = ImageOpening.Open(input, format, CacheMode.Writeback, readOnly: true);
+        using var source = ImageOpening.Open(input, format, CacheMode.Writeback, readOnly: true, forceShare: forceShare);
         long start = skip > long.MaxValue / bs ? long.MaxValue : skip * bs;
         // As qemu-img 7.2: count limits the input before the skip is taken off, so skipped blocks count too.
         long inputEnd = source.Size;

@@ -17,7 +17,7 @@ internal static class InfoCommand
     {
         var parsed = GetOpt.Parse(args, "f:hU", Longs);
         string? format = null;
-        bool json = false, chain = false;
+        bool json = false, chain = false, forceShare = false;
         foreach (var (key, value) in parsed.Options)
         {
             switch (key)
@@ -26,6 +26,7 @@ internal static class InfoCommand
                 case "f": format = value; break;
                 case "output": json = ParseOutputFormat(value!); break;
                 case "backing-chain": chain = true; break;
+                case "U": forceShare = true; break;
             }
         }
         if (parsed.Positionals.Count != 1) throw new CliException("Expecting one image file name", showTryHelp: true);
@@ -39,7 +40,7 @@ internal static class InfoCommand
             if (!seen.Add(Path.GetFullPath(next)))
                 throw new CliException($"Backing file '{next}' creates an infinite loop.");
             ImageInfo info;
-            using (var image = OpenForInfo(next, nextFormat)) info = ImageInfo.From(image, next);
+            using (var image = OpenForInfo(next, nextFormat, forceShare)) info = ImageInfo.From(image, next);
             infos.Add(info);
             if (!chain) break;
             next = info.FullBackingFilename;
@@ -61,11 +62,11 @@ internal static class InfoCommand
     };
 
     /// <summary>Read-only and without the backing chain: info describes each image by itself.</summary>
-    internal static DiskImage OpenForInfo(string file, string? format)
+    internal static DiskImage OpenForInfo(string file, string? format, bool forceShare)
     {
         try
         {
-            return DiskImages.Open(file, new ImageOpenOptions { ReadOnly = true, Format = format, NoBacking = true });
+            return DiskImages.Open(file, new ImageOpenOptions { ReadOnly = true, Format = format, NoBacking = true, ForceShare = forceShare });
         }
         catch (Exception e) when (e is IOException or NotImplementedException)
         {

@@ -31,7 +31,7 @@ internal static class IoCommand
         }
         var commands = new List<string>();
         string? format = null, snapshot = null;
-        bool readOnly = false;
+        bool readOnly = false, forceShare = false;
         var cache = CacheMode.Writethrough; // qemu-io's default, unlike qemu-img's writeback
         foreach (var (key, value) in parsed.Options)
         {
@@ -42,6 +42,7 @@ internal static class IoCommand
                 case "c": commands.Add(value!); break;
                 case "f": format = value; break;
                 case "r": readOnly = true; break;
+                case "U": forceShare = true; break;
                 case "l": snapshot = value; readOnly = true; break;
                 case "n": cache = CacheMode.None; break;
                 case "t":
@@ -56,13 +57,20 @@ internal static class IoCommand
             PrintUsage(ctx.Out);
             return 1;
         }
-        if (commands.Count == 0) commands.AddRange(ReadStdinCommands());
+        // Without -c, each line of standard input runs as it arrives, with the image open, as in qemu-io.
+        IEnumerable<string> lines = commands.Count > 0 ? commands : ReadStdinCommands();
 
         DiskImage? image = null;
         if (parsed.Positionals.Count == 1)
         {
             string file = parsed.Positionals[0];
-            try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Cache = cache, Format = format, Messages = ctx.Err.WriteLine, Snapshot = snapshot }); }
+            // qemu-io shares what the format allows (a raw image: writes too), unlike qemu-img.
+            var options = new ImageOpenOptions
+            {
+                ReadOnly = readOnly, Cache = cache, Format = format, Messages = ctx.Err.WriteLine, Snapshot = snapshot,
+                Share = ImageSharing.AsFormatAllows, ForceShare = forceShare,
+            };
+            try { image = DiskImages.Open(file, options); }
             catch (Exception e) when (e is IOException or NotImplementedException)
             {
                 throw new CliException($"can't open device {file}: {Errors.Describe(e)}");
@@ -74,7 +82,7 @@ internal static class IoCommand
         var session = new IoSession(ctx, image);
         try
         {
-            foreach (var line in commands)
+            foreach (var line in lines)
             {
                 var words = SplitCommand(line);
                 if (words.Count == 0) continue;

@@ -43,7 +43,7 @@ internal static class MapCommand
     {
         var parsed = GetOpt.Parse(args, "f:hU", Longs);
         string? format = null;
-        bool json = false;
+        bool json = false, forceShare = false;
         long start = 0, maxLength = -1;
         foreach (var (key, value) in parsed.Options)
         {
@@ -54,13 +54,14 @@ internal static class MapCommand
                 case "output": json = InfoCommand.ParseOutputFormat(value!); break;
                 case "start-offset": start = ParseOffset(value!, "start offset"); break;
                 case "max-length": maxLength = ParseOffset(value!, "max length"); break;
+                case "U": forceShare = true; break;
             }
         }
         if (parsed.Positionals.Count != 1) throw new CliException("Expecting one image file name", showTryHelp: true);
         string file = parsed.Positionals[0];
 
         DiskImage image;
-        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = true, Format = format }); }
+        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = true, Format = format, ForceShare = forceShare }); }
         catch (Exception e) when (e is IOException or NotImplementedException) { throw new CliException(Errors.OpenFailure(file, e)); }
         using (image)
         {

@@ -19,7 +19,7 @@ internal static class MeasureCommand
         var parsed = GetOpt.Parse(args, "hf:O:o:l:U", Longs);
         string? format = null, sizeText = null, snapshot = null;
         string outFormat = "raw";
-        bool json = false;
+        bool json = false, forceShare = false;
         var optionTexts = new List<string>();
         foreach (var (key, value) in parsed.Options)
         {
@@ -32,6 +32,7 @@ internal static class MeasureCommand
                 case "l": snapshot = ImageOpening.ParseSnapshotParam(value!); break;
                 case "output": json = InfoCommand.ParseOutputFormat(value!); break;
                 case "size": sizeText = value; break;
+                case "U": forceShare = true; break;
             }
         }
         string? file = parsed.Positionals.Count > 0 ? parsed.Positionals[0] : null;
@@ -65,7 +66,7 @@ internal static class MeasureCommand
         }
         else
         {
-            using var image = ImageOpening.Open(file, format, BlockIO.CacheMode.Writeback, readOnly: true, snapshot: snapshot);
+            using var image = ImageOpening.Open(file, format, BlockIO.CacheMode.Writeback, readOnly: true, snapshot: snapshot, forceShare: forceShare);
             virtualSize = image.Size;
             dataClusters = CountDataClusters(image, clusterSize);
             // qemu reports the bitmaps line whenever source and target could both carry persistent bitmaps.

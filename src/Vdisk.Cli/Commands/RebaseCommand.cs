@@ -19,7 +19,7 @@ internal static class RebaseCommand
     {
         var parsed = GetOpt.Parse(args, "hf:F:b:upt:T:qU", Longs);
         string? format = null, backing = null, backingFormat = null;
-        bool unsafeMode = false, progress = false, quiet = false;
+        bool unsafeMode = false, progress = false, quiet = false, forceShare = false;
         var cache = CacheMode.Writeback;
         var srcCache = CacheMode.Writeback;
         foreach (var (key, value) in parsed.Options)
@@ -33,6 +33,7 @@ internal static class RebaseCommand
                 case "u": unsafeMode = true; break;
                 case "p": progress = true; break;
                 case "q": quiet = true; break;
+                case "U": forceShare = true; break; // the backing files only, as in qemu-img: the image itself is written
                 case "t": cache = ImageOpening.ParseCache(value!); break;
                 case "T": srcCache = ImageOpening.ParseCache(value!, "source cache"); break;
             }
@@ -48,7 +49,7 @@ internal static class RebaseCommand
         using var image = ImageOpening.Open(file, format, cache, readOnly: false, noBacking: unsafeMode);
         if (!unsafeMode)
         {
-            using var newBacking = backing.Length == 0 ? null : OpenNewBacking(file, backing, backingFormat, srcCache);
+            using var newBacking = backing.Length == 0 ? null : OpenNewBacking(file, backing, backingFormat, srcCache, forceShare);
             var bar = new Progress(ctx.Out, progress, 2.0);
             bar.Start(image.Size);
             try { CopyDifferences(image, newBacking, bar); }
@@ -59,12 +60,12 @@ internal static class RebaseCommand
         return 0;
     }
 
-    private static DiskImage OpenNewBacking(string file, string backing, string? backingFormat, CacheMode cache)
+    private static DiskImage OpenNewBacking(string file, string backing, string? backingFormat, CacheMode cache, bool forceShare)
     {
         string resolved = DiskImages.ResolveBackingPath(file, backing);
         try
         {
-            return DiskImages.Open(resolved, new ImageOpenOptions { ReadOnly = true, Format = backingFormat, Cache = cache });
+            return DiskImages.Open(resolved, new ImageOpenOptions { ReadOnly = true, Format = backingFormat, Cache = cache, ForceShare = forceShare });
         }
         catch (Exception e) when (e is IOException or NotImplementedException)
         {

@@ -18,7 +18,7 @@ internal static class ResizeCommand
         // As qemu-img: the size is taken off the end first, so that "-1G" is not read as an option.
         if (args.Count < 2) throw new CliException("Expecting image file name and size", showTryHelp: true);
         string sizeText = args[^1];
-        var parsed = GetOpt.Parse(args.Take(args.Count - 1).ToList(), "f:hqU", Longs);
+        var parsed = GetOpt.Parse(args.Take(args.Count - 1).ToList(), "f:hq", Longs);
         string? format = null;
         bool quiet = false, shrink = false;
         string preallocation = "off";

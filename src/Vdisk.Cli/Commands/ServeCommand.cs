@@ -23,7 +23,7 @@ internal static class ServeCommand
         new("cache", true, "cache"), new("nocache", false, "n"), new("discard", true, "discard"),
         new("detect-zeroes", true, "detect-zeroes"), new("snapshot", false, "s"), new("pid-file", true, "pid-file"),
         new("verbose", false, "v"), new("tls-cert", true, "tls-cert"), new("tls-key", true, "tls-key"),
-        new("tls-client-ca", true, "tls-client-ca"),
+        new("tls-client-ca", true, "tls-client-ca"), new("force-share", false, "U"),
     };
 
     private sealed record Settings
@@ -36,6 +36,7 @@ internal static class ServeCommand
         public string ExportName { get; set; } = "";
         public string Description { get; set; } = "";
         public bool ReadOnly { get; set; }
+        public bool ForceShare { get; set; }
         public bool Persistent { get; set; }
         public int Shared { get; set; } = 1;
         public CacheMode Cache { get; set; } = CacheMode.Writeback;
@@ -62,6 +63,7 @@ internal static class ServeCommand
             image = DiskImages.Open(snapshot?.Path ?? file, new ImageOpenOptions
             {
                 ReadOnly = s.ReadOnly, Format = snapshot is null ? s.Format : "qcow2", Cache = s.Cache,
+                Share = ImageSharing.AllButResize, ForceShare = s.ForceShare, // qemu-nbd's sharing; -U is vdisk's
             });
         }
         catch (Exception e) when (e is IOException or NotImplementedException or UnauthorizedAccessException)
@@ -122,7 +124,7 @@ internal static class ServeCommand
     private static Settings Parse(CliContext ctx, IReadOnlyList<string> args, out bool helped)
     {
         helped = false;
-        var parsed = GetOpt.Parse(args, "hf:b:p:k:x:D:rte:nsv", Longs);
+        var parsed = GetOpt.Parse(args, "hf:b:p:k:x:D:rte:nsvU", Longs);
         var s = new Settings();
         foreach (var (key, value) in parsed.Options)
         {
@@ -141,6 +143,7 @@ internal static class ServeCommand
                 case "x": s.ExportName = value!; break;
                 case "D": s.Description = value!; break;
                 case "r": s.ReadOnly = true; break;
+                case "U": s.ForceShare = true; break;
                 case "t": s.Persistent = true; break;
                 case "e":
                     if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int shared) || shared < 1)

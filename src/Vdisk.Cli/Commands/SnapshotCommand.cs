@@ -21,6 +21,7 @@ internal static class SnapshotCommand
     {
         var parsed = GetOpt.Parse(args, "la:c:d:hqU", Longs);
         string? action = null, name = null, vmState = null;
+        bool forceShare = false;
         foreach (var (key, value) in parsed.Options)
         {
             switch (key)
@@ -32,6 +33,7 @@ internal static class SnapshotCommand
                     name = value;
                     break;
                 case "vmstate": vmState = value; break;
+                case "U": forceShare = true; break;
             }
         }
         if (vmState is not null && action != "c") throw new CliException("--vmstate is only valid with -c", showTryHelp: true);
@@ -49,7 +51,7 @@ internal static class SnapshotCommand
 
         bool readOnly = action is "l" or "dump-vmstate";
         DiskImage image;
-        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, NoBacking = true }); }
+        try { image = DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, NoBacking = true, ForceShare = forceShare }); }
         catch (IOException e) { throw new CliException(Errors.OpenFailure(file, e)); }
         using (image)
         {

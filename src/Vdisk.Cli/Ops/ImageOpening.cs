@@ -8,11 +8,15 @@ namespace Vdisk.Cli.Ops;
 /// <summary>Opening images and parsing the options the image-copying commands share, with qemu-img's messages.</summary>
 internal static class ImageOpening
 {
-    public static DiskImage Open(string file, string? format, CacheMode cache, bool readOnly, bool noBacking = false, string? snapshot = null)
+    public static DiskImage Open(string file, string? format, CacheMode cache, bool readOnly, bool noBacking = false, string? snapshot = null,
+        bool forceShare = false)
     {
         try
         {
-            return DiskImages.Open(file, new ImageOpenOptions { ReadOnly = readOnly, Format = format, Cache = cache, NoBacking = noBacking, Snapshot = snapshot });
+            return DiskImages.Open(file, new ImageOpenOptions
+            {
+                ReadOnly = readOnly, Format = format, Cache = cache, NoBacking = noBacking, Snapshot = snapshot, ForceShare = forceShare,
+            });
         }
         catch (Exception e) when (e is IOException or NotImplementedException)
         {

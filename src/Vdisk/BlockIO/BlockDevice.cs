@@ -26,6 +26,17 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
     public abstract long GetLength();
 
     /// <summary>
+    /// Declares what this user does with the device (<paramref name="use"/>) and what it lets others do meanwhile
+    /// (<paramref name="share"/>), QEMU's permissions. A file takes QEMU's byte-range locks and refuses a conflict
+    /// with a <see cref="Images.DiskImageErrorKind.Locked"/> error; a device that no one else can open (memory, a
+    /// wrapper) has nobody to conflict with and accepts anything.
+    /// </summary>
+    public virtual void SetPermissions(ImagePermissions use, ImagePermissions share) => ThrowIfDisposed();
+
+    /// <summary>Uses <paramref name="more"/> on top of the permissions set before, sharing what was shared (raw takes resize only to resize).</summary>
+    public virtual void AddPermissions(ImagePermissions more) => ThrowIfDisposed();
+
+    /// <summary>
     /// In a writethrough cache mode, stops making each write durable on its own: the caller (an image format)
     /// flushes once at the end of every request instead, after ordering its metadata with flushes of its own.
     /// That is how QEMU's block layer implements writethrough, and it saves an fdatasync per file write.

@@ -28,6 +28,25 @@ public sealed partial class FileBlockDevice : BlockDevice
         Alignment = alignment;
     }
 
+    private readonly object _lockGate = new();
+    private FileLocks? _locks;
+
+    /// <summary>QEMU's OFD byte-range locks on the file (see <see cref="FileLocks"/>); released when the file is closed.</summary>
+    public override void SetPermissions(ImagePermissions use, ImagePermissions share)
+    {
+        ThrowIfDisposed();
+        if (!OperatingSystem.IsLinux()) return;
+        lock (_lockGate) (_locks ??= new FileLocks(_handle, _path)).Set(use, share);
+    }
+
+    public override void AddPermissions(ImagePermissions more)
+    {
+        ThrowIfDisposed();
+        if (!OperatingSystem.IsLinux()) return;
+        lock (_lockGate)
+            if (_locks is { } held) held.Set(held.Used | more, held.Shared);
+    }
+
     public override string Name => _path;
     public override bool IsReadOnly { get; }
     public override int Alignment { get; }
@@ -44,9 +63,26 @@ public sealed partial class FileBlockDevice : BlockDevice
     public static FileBlockDevice Open(string path, bool readOnly = false, CacheMode cache = CacheMode.Writeback)
         => OpenCore(path, readOnly, cache, FileMode.Open);
 
-    /// <summary>Creates (or truncates) a file.</summary>
+    /// <summary>
+    /// Creates a file, or empties an existing one: first it takes the permissions a creator needs (write and resize,
+    /// sharing no resize, as QEMU's file driver does), so an image another process (or this one) has open is
+    /// refused before a byte of it is lost.
+    /// </summary>
     public static FileBlockDevice Create(string path, CacheMode cache = CacheMode.Writeback)
-        => OpenCore(path, false, cache, FileMode.Create);
+    {
+        var device = OpenCore(path, false, cache, FileMode.OpenOrCreate);
+        try
+        {
+            device.SetPermissions(ImagePermissions.Write | ImagePermissions.Resize, ImagePermissions.All & ~ImagePermissions.Resize);
+            device.SetLength(0);
+            return device;
+        }
+        catch
+        {
+            device.Dispose();
+            throw;
+        }
+    }
 
     private static FileBlockDevice OpenCore(string path, bool readOnly, CacheMode cache, FileMode mode)
     {
@@ -55,8 +91,8 @@ public sealed partial class FileBlockDevice : BlockDevice
         {
             if (cache.UsesDirectIo() && OperatingSystem.IsLinux())
             {
-                if (mode == FileMode.Create)
-                    File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete).Dispose();
+                if (mode == FileMode.OpenOrCreate)
+                    File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete).Dispose();
                 handle = OpenDirect(path, readOnly);
             }
             else
@@ -67,7 +103,7 @@ public sealed partial class FileBlockDevice : BlockDevice
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not Images.DiskImageException)
         {
-            throw OpenFailure(path, readOnly, mode == FileMode.Create, e);
+            throw OpenFailure(path, readOnly, mode == FileMode.OpenOrCreate, e);
         }
         int alignment = cache.UsesDirectIo() && OperatingSystem.IsLinux() ? 4096 : 1;
         return new FileBlockDevice(handle, path, readOnly, cache, alignment);

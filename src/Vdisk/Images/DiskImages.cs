@@ -9,6 +9,8 @@ public static class DiskImages
     public static DiskImage Open(string path, ImageOpenOptions? options = null)
     {
         options ??= new ImageOpenOptions();
+        if (options.ForceShare && !options.ReadOnly)
+            throw new DiskImageException(DiskImageErrorKind.InvalidArgument, path, "force-share=on can only be used with read-only images");
         string full = System.IO.Path.GetFullPath(path);
         if (options.OpenChain.Contains(full))
             throw new DiskImageException(DiskImageErrorKind.InvalidFormat, path, "Backing file chain creates an infinite loop");
@@ -16,6 +18,7 @@ public static class DiskImages
         try
         {
             var format = options.Format is null ? options.Registry.Probe(device) : options.Registry.Get(options.Format);
+            device.SetPermissions(Use(format, options), Share(format, options));
             return format.Open(device, options with { OpenChain = options.OpenChain.Append(full).ToArray(), FormatProbed = options.Format is null });
         }
         catch
@@ -23,6 +26,22 @@ public static class DiskImages
             device.Dispose();
             throw;
         }
+    }
+
+    /// <summary>What an open of this format with these options uses: reads always; writes, and resize for a format that grows its file.</summary>
+    private static ImagePermissions Use(ImageFormat format, ImageOpenOptions options)
+    {
+        var use = ImagePermissions.ConsistentRead;
+        if (!options.ReadOnly) use |= ImagePermissions.Write | (format.GrowsFile ? ImagePermissions.Resize : ImagePermissions.None);
+        return use;
+    }
+
+    /// <summary>What it lets others do: anything with force-share; for a backing file anything but writes and resizes; else the caller's choice, narrowed by the format.</summary>
+    private static ImagePermissions Share(ImageFormat format, ImageOpenOptions options)
+    {
+        if (options.ForceShare) return ImagePermissions.All;
+        if (options.AsBacking) return ImagePermissions.All & ~(ImagePermissions.Write | ImagePermissions.Resize);
+        return options.Share & ~format.NeverShared;
     }
 
     /// <summary>Creates an image file of the given format; it is closed again, open it with <see cref="Open"/>.</summary>
@@ -46,7 +65,7 @@ public static class DiskImages
     public static DiskImage OpenBacking(string imagePath, string backingName, string? backingFormat, ImageOpenOptions parent)
     {
         var resolved = ResolveBackingPath(imagePath, backingName);
-        var options = parent with { ReadOnly = true, Format = backingFormat, NoBacking = false, Snapshot = null, Options = new Dictionary<string, string>() };
+        var options = parent with { ReadOnly = true, Format = backingFormat, NoBacking = false, Snapshot = null, Options = new Dictionary<string, string>(), AsBacking = true };
         try
         {
             return parent.BackingOpener is { } open ? open(resolved, options) : Open(resolved, options);

@@ -17,8 +17,10 @@ public static class ImageCommit
     /// </summary>
     /// <param name="top">The top of the chain, opened with its backing files (read-only will do).</param>
     /// <param name="baseInChain">The layer of that chain to commit into (<c>top.Backing</c> for a plain commit).</param>
-    /// <param name="target">A writable handle on the same image as <paramref name="baseInChain"/>. The chain's own
-    /// handle does not see what it writes: close the chain before reading through it again.</param>
+    /// <param name="target">A writable handle on the same image as <paramref name="baseInChain"/>: best that layer
+    /// itself, opened writable inside the chain (with <see cref="ImageOpenOptions.BackingOpener"/>), since the image
+    /// locks refuse a second writer while the chain reads the file. A separate handle's writes are not seen through
+    /// the chain's: close the chain before reading through it again.</param>
     /// <param name="progress">Receives the guest bytes covered, piece by piece, up to the top's size in all.</param>
     public static void CopyIntoBase(DiskImage top, DiskImage baseInChain, DiskImage target, Action<long>? progress = null)
     {

@@ -20,6 +20,15 @@ public abstract class ImageFormat
     /// <summary>Creates a new image on an empty device and returns nothing; open it afterwards.</summary>
     public abstract void Create(BlockDevice device, ImageCreateOptions options);
 
+    /// <summary>
+    /// What an open image of this format keeps from everyone else, whatever its user would share: a format with its
+    /// own metadata in the file cannot let another writer or a resize under it (QEMU's rule for format drivers).
+    /// </summary>
+    public virtual ImagePermissions NeverShared => ImagePermissions.Write | ImagePermissions.Resize;
+
+    /// <summary>A writable image of this format grows its file as it allocates, so it needs the resize permission.</summary>
+    public virtual bool GrowsFile => true;
+
     /// <summary>Create options this format accepts (for error messages and help).</summary>
     public abstract IReadOnlyCollection<string> CreateOptionNames { get; }
 }

@@ -7,6 +7,19 @@ public sealed record ImageOpenOptions
 {
     public bool ReadOnly { get; init; }
     public CacheMode Cache { get; init; } = CacheMode.Writeback;
+    /// <summary>
+    /// What others may do with the image while it is open here, QEMU's shared permissions, which the file's locks
+    /// announce to every QEMU process and Vdisk handle. The default lets others read only (qemu-img's choice);
+    /// a format narrows it further (qcow2 never shares write or resize). A second writable open of an image, in
+    /// this process or another, fails with <see cref="DiskImageErrorKind.Locked"/>.
+    /// </summary>
+    public ImagePermissions Share { get; init; } = ImageSharing.ReadersOnly;
+    /// <summary>
+    /// Open read-only whatever others do with the image, and let them do anything (qemu-img's -U, --force-share):
+    /// takes no lock that could stop a writer, and is refused for a writable open. What is read may be inconsistent
+    /// while someone writes.
+    /// </summary>
+    public bool ForceShare { get; init; }
     /// <summary>Format name; null probes the file's magic, as QEMU does.</summary>
     public string? Format { get; init; }
     /// <summary>An internal snapshot (ID or name) to open read-only instead of the active image (qemu-img's -l).</summary>
@@ -34,6 +47,8 @@ public sealed record ImageOpenOptions
     internal IReadOnlyList<string> OpenChain { get; init; } = Array.Empty<string>();
     /// <summary>The format was found by probing, not given: a raw image then guards its first sector (see RawImage).</summary>
     internal bool FormatProbed { get; init; }
+    /// <summary>Opened as the backing file of another image: read for copy-on-write, which no writer or resize may disturb.</summary>
+    internal bool AsBacking { get; init; }
 }
 
 /// <summary>How to create an image: its size and the qemu-img -o options, as text.</summary>

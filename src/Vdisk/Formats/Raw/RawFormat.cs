@@ -11,6 +11,10 @@ public sealed class RawFormat : ImageFormat
 
     public override int Probe(ReadOnlySpan<byte> header, string? path) => 1;
 
+    /// <summary>Raw has no metadata to protect: it shares what its user shares, and resizes only when asked to.</summary>
+    public override ImagePermissions NeverShared => ImagePermissions.None;
+    public override bool GrowsFile => false;
+
     public override DiskImage Open(BlockDevice device, ImageOpenOptions options)
     {
         if (options.Snapshot is not null)

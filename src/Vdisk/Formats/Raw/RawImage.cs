@@ -84,6 +84,7 @@ public sealed class RawImage : DiskImage
     protected override async ValueTask ResizeCoreAsync(long size, string preallocation, bool async, CancellationToken ct)
     {
         long old = Size;
+        Device.AddPermissions(ImagePermissions.Resize);
         await Device.SetLengthCoreAsync(size, async, ct).ConfigureAwait(false);
         if (size > old)
         {
