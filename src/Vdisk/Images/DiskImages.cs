@@ -45,12 +45,43 @@ public static class DiskImages
     }
 
     /// <summary>Creates an image file of the given format; it is closed again, open it with <see cref="Open"/>.</summary>
+    /// <remarks>
+    /// A create that fails part way (a full disk, a bad option found late) leaves no half-made image: a file it
+    /// created is removed, an existing file it was emptying is left empty. A file another user holds is refused
+    /// before anything is changed (<see cref="DiskImageErrorKind.Locked"/>).
+    /// </remarks>
     public static void Create(string path, string format, ImageCreateOptions options)
     {
         var driver = options.Registry.Get(format);
-        using var device = FileBlockDevice.Create(path);
-        driver.Create(device, options);
-        device.Flush();
+        bool existed = System.IO.File.Exists(path);
+        var device = FileBlockDevice.Create(path);
+        try
+        {
+            driver.Create(device, options);
+            device.Flush();
+        }
+        catch
+        {
+            Discard(device, path, existed);
+            throw;
+        }
+        device.Dispose();
+    }
+
+    private static void Discard(FileBlockDevice device, string path, bool existed)
+    {
+        try
+        {
+            if (existed) device.SetLength(0);
+        }
+        catch (IOException) { /* the failure being reported matters more */ }
+        finally { device.Dispose(); }
+        if (!existed)
+        {
+            try { System.IO.File.Delete(path); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
     }
 
     /// <summary>Resolves a backing file name the way QEMU does: relative names are relative to the image's folder.</summary>

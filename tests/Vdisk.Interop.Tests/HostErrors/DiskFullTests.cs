@@ -91,8 +91,10 @@ public class DiskFullTests
         Assert.False(File.Exists(image), "a failed create must not leave a partial image");
     }
 
-    [Fact]
-    public void AConvertThatRunsOutOfSpaceRemovesItsTarget()
+    [Theory]
+    [InlineData("off")]
+    [InlineData("full")] // the target runs out of space while it is created, before the copy starts
+    public void AConvertThatRunsOutOfSpaceRemovesItsTarget(string preallocation)
     {
         using var dir = new TempDir();
         var source = dir.File("random.raw");
@@ -101,11 +103,23 @@ public class DiskFullTests
         File.WriteAllBytes(source, data);
         using var fs = new SmallFileSystem(8L * MiB);
         var target = fs.File("out.qcow2");
-        var r = Tools.Vdisk("convert", "-f", "raw", "-O", "qcow2", source, target);
+        var r = Tools.Vdisk("convert", "-f", "raw", "-O", "qcow2", "-o", "preallocation=" + preallocation, source, target);
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("error while converting", r.StdErr);
         Assert.Contains("No space left on device", r.StdErr);
         Assert.False(File.Exists(target), "a failed convert must remove the image it created");
+    }
+
+    [Fact]
+    public void ACreateOverAnExistingFileThatRunsOutOfSpaceLeavesItEmpty()
+    {
+        using var fs = new SmallFileSystem(8L * MiB);
+        var image = fs.File("old.qcow2");
+        File.WriteAllBytes(image, new byte[64 << 10]);
+        var r = Tools.Vdisk("create", "-q", "-f", "qcow2", "-o", "preallocation=full", image, "64M");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("No space left on device", r.StdErr);
+        Assert.Equal(0, new FileInfo(image).Length); // no half-made image, and the space is free again
     }
 
     [Fact]
