@@ -28,25 +28,6 @@ public sealed partial class FileBlockDevice : BlockDevice
         Alignment = alignment;
     }
 
-    private readonly object _lockGate = new();
-    private FileLocks? _locks;
-
-    /// <summary>QEMU's OFD byte-range locks on the file (see <see cref="FileLocks"/>); released when the file is closed.</summary>
-    public override void SetPermissions(ImagePermissions use, ImagePermissions share)
-    {
-        ThrowIfDisposed();
-        if (!OperatingSystem.IsLinux()) return;
-        lock (_lockGate) (_locks ??= new FileLocks(_handle, _path)).Set(use, share);
-    }
-
-    public override void AddPermissions(ImagePermissions more)
-    {
-        ThrowIfDisposed();
-        if (!OperatingSystem.IsLinux()) return;
-        lock (_lockGate)
-            if (_locks is { } held) held.Set(held.Used | more, held.Shared);
-    }
-
     public override string Name => _path;
     public override bool IsReadOnly { get; }
     public override int Alignment { get; }

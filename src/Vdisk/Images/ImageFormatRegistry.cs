@@ -55,10 +55,10 @@ public sealed class ImageFormatRegistry
     public ImageFormat Probe(BlockDevice device)
     {
         long length = device.Length;
-        var header = new byte[Math.Min(ProbeBytes, Math.Max(length, 0))];
+        if (length == 0 && Find("raw") is { } raw) return raw;
+        var header = new byte[Math.Min(ProbeBytes, length)];
         device.Read(0, header.AsMemory());
         var (driver, foreign) = Recognise(header, device.Name);
-        if (length == 0 && Find("raw") is { } raw) return raw;
         if (foreign is not null)
             throw new DiskImageException(DiskImageErrorKind.UnsupportedFeature, device.Name,
                 $"Unknown file format '{foreign.Name}' ({foreign.Description}): vdisk has no driver for it; open it as raw to read its bytes");
