@@ -6,7 +6,7 @@ using Vdisk.Images;
 
 namespace Vdisk.Cli.Commands;
 
-/// <summary>qemu-io's commands (read, write, discard, flush, length, abort, help) on one open image.</summary>
+/// <summary>qemu-io's commands (read, write, discard, alloc, flush, length, abort, help) on one open image.</summary>
 internal sealed class IoSession(CliContext ctx, DiskImage? image)
 {
     /// <summary>qemu's largest single request (BDRV_REQUEST_MAX_BYTES).</summary>
@@ -17,6 +17,7 @@ internal sealed class IoSession(CliContext ctx, DiskImage? image)
     private static readonly Command[] Commands =
     {
         new("abort", null, 0, 0, null, "simulate a program crash using abort(3)", true, false),
+        new("alloc", "a", 1, 2, "offset [count]", "checks if offset is allocated in the file", true, false),
         new("discard", "d", 2, -1, "[-Cq] off len", "discards a number of bytes at a specified offset", true, true),
         new("flush", "f", 0, 0, null, "flush all in-core file state to disk", true, false),
         new("help", "?", 0, 1, "[command]", "help for one or all commands", false, false),
@@ -64,6 +65,7 @@ internal sealed class IoSession(CliContext ctx, DiskImage? image)
                 "read" => Read(cmd, words),
                 "write" => Write(cmd, words),
                 "discard" => Discard(cmd, words),
+                "alloc" => Alloc(words),
                 "flush" => Flush(),
                 "length" => Length(),
                 "help" => HelpCommand(words),
@@ -206,6 +208,35 @@ internal sealed class IoSession(CliContext ctx, DiskImage? image)
             return Failed("discard", e);
         }
         if (!quiet) Report("discard", clock.Elapsed, offset, count);
+        return true;
+    }
+
+    /// <summary>
+    /// qemu-io's alloc: how many bytes of [offset, offset + count) this image's own layer allocates, as data or as
+    /// zeros (what the backing file holds does not count). The count defaults to one sector and stops at the end
+    /// of the image, as qemu-io's does. Operands are plain numbers: no options (alloc -q is an argument count error).
+    /// </summary>
+    private bool Alloc(IReadOnlyList<string> words)
+    {
+        if (!TryNumber(words[1], out long start)) return false;
+        long count = 512;
+        if (words.Count == 3 && !TryNumber(words[2], out count)) return false;
+        long offset = start, remaining = count, allocated = 0;
+        try
+        {
+            while (remaining > 0 && offset < image!.Size)
+            {
+                var s = image.GetLayerStatus(offset, Math.Min(remaining, image.Size - offset));
+                if (s.Allocation != LayerAllocation.Unallocated) allocated += s.Length;
+                offset += s.Length;
+                remaining -= s.Length;
+            }
+        }
+        catch (IOException e)
+        {
+            return Failed("is_allocated", e);
+        }
+        Out.WriteLine($"{allocated}/{count - remaining} bytes allocated at offset {Sizes.ToIoString(start)}");
         return true;
     }
 

@@ -4,8 +4,8 @@ namespace Vdisk.Formats.Qcow2;
 
 /// <summary>
 /// Write-zeroes and discard as QEMU's qcow2 driver does them: whole (sub)clusters change their L2 entries
-/// (zero flag, zero subclusters, or unallocation); partial clusters get real zeros (write-zeroes) or are left
-/// alone (discard).
+/// (zero flag, zero subclusters, or unallocation); partial (sub)clusters get real zeros (write-zeroes, unless the
+/// rest already reads as zeros) or are left alone (discard).
 /// </summary>
 public sealed partial class Qcow2Image
 {
@@ -20,12 +20,12 @@ public sealed partial class Qcow2Image
         {
             long clusterEnd = ((offset >> _clusterBits) + 1) << _clusterBits;
             long pieceEnd = Math.Min(end, clusterEnd);
-            // Whole units may change the L2 entry; the unaligned head and tail get written zeros.
+            // Whole units change the L2 entry; an unaligned head or tail does so only when the rest of its unit reads as zeros.
             long alignedStart = (offset + unit - 1) & ~(long)(unit - 1);
             long alignedEnd = pieceEnd == Size ? pieceEnd : pieceEnd & ~(long)(unit - 1);
-            if (_header.Version < 3 || alignedStart >= alignedEnd)
+            if (_header.Version < 3)
             {
-                if (_header.Version < 3 && offset == clusterEnd - ClusterSize && (pieceEnd == clusterEnd || pieceEnd == Size)
+                if (offset == clusterEnd - ClusterSize && (pieceEnd == clusterEnd || pieceEnd == Size)
                     && await UnallocateIfBackingAbsentAsync(offset >> _clusterBits, async, ct).ConfigureAwait(false))
                 {
                     offset = pieceEnd;
@@ -35,16 +35,60 @@ public sealed partial class Qcow2Image
             }
             else
             {
-                if (alignedStart > offset)
-                    await WriteClusterAsync(offset, ZeroCluster[..(int)(alignedStart - offset)], async, ct).ConfigureAwait(false);
-                if (!await ZeroizeAsync(alignedStart, alignedEnd, mayUnmap, async, ct).ConfigureAwait(false))
-                    await WriteClusterAsync(alignedStart, ZeroCluster[..(int)(alignedEnd - alignedStart)], async, ct).ConfigureAwait(false);
-                if (pieceEnd > alignedEnd)
-                    await WriteClusterAsync(alignedEnd, ZeroCluster[..(int)(pieceEnd - alignedEnd)], async, ct).ConfigureAwait(false);
+                // An unaligned head and tail each lie in one (sub)cluster of their own; whole ones in between.
+                long headEnd = Math.Min(pieceEnd, alignedStart);
+                if (headEnd > offset) await ZeroPartialUnitAsync(offset, headEnd, mayUnmap, async, ct).ConfigureAwait(false);
+                long middleEnd = Math.Max(headEnd, alignedEnd);
+                if (middleEnd > headEnd && !await ZeroizeAsync(headEnd, middleEnd, mayUnmap, async, ct).ConfigureAwait(false))
+                    await WriteClusterAsync(headEnd, ZeroCluster[..(int)(middleEnd - headEnd)], async, ct).ConfigureAwait(false);
+                if (pieceEnd > middleEnd) await ZeroPartialUnitAsync(middleEnd, pieceEnd, mayUnmap, async, ct).ConfigureAwait(false);
             }
             offset = pieceEnd;
         }
         if (_writeThrough) await FlushCoreAsync(async, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Zeros for part of one (sub)cluster. As QEMU: when the rest of that (sub)cluster already reads as zeros (the
+    /// part past the end of the disk counts as zeros) and it holds no data of this image, the whole (sub)cluster
+    /// becomes a zero one; otherwise zeros are written (allocating the cluster).
+    /// </summary>
+    private async ValueTask ZeroPartialUnitAsync(long start, long end, bool mayUnmap, bool async, CancellationToken ct)
+    {
+        long unit = 1L << SubclusterBits;
+        long unitStart = start & ~(unit - 1);
+        long unitEnd = Math.Min(unitStart + unit, Size);
+        // The backing chain is read-only, so what it reads may be asked first, outside the lock. What this image holds
+        // is judged in the same locked step that changes the entry, with no allocation in flight on the cluster
+        // (ChangeEntryAsync): a write into the rest of the (sub)cluster either linked its data before (then this
+        // writes zeros, in place) or starts after and finds a zero (sub)cluster. Judged apart, a write landing in
+        // between would be wiped by the zero flag.
+        bool belowZero = await BackingReadsZeroAsync(unitStart, start, async, ct).ConfigureAwait(false)
+            && await BackingReadsZeroAsync(end, unitEnd, async, ct).ConfigureAwait(false);
+        int sub = _extended ? (int)((unitStart >> SubclusterBits) & 31) : 0;
+        bool RestReadsZero(L2Entry entry) => entry.SubclusterKind(_extended, sub) switch
+        {
+            ClusterKind.ZeroPlain or ClusterKind.ZeroAllocated => true,
+            ClusterKind.Unallocated => belowZero,
+            _ => false, // data or compressed: QEMU writes zeros here too, without looking at what the data is
+        };
+        if (!await ZeroizeAsync(unitStart, unitEnd, mayUnmap, async, ct, precondition: RestReadsZero).ConfigureAwait(false))
+            await WriteClusterAsync(start, ZeroCluster[..(int)(end - start)], async, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Whether the backing chain reads [start, end) as zeros (past its end it does), by block status.</summary>
+    private async ValueTask<bool> BackingReadsZeroAsync(long start, long end, bool async, CancellationToken ct)
+    {
+        if (Backing is null) return true;
+        end = Math.Min(end, Backing.Size);
+        while (start < end)
+        {
+            var s = async ? await Backing.GetBlockStatusAsync(start, end - start, ct).ConfigureAwait(false)
+                : Backing.GetBlockStatus(start, end - start);
+            if (!s.Zero) return false;
+            start += s.Length;
+        }
+        return true;
     }
 
     /// <summary>
@@ -71,15 +115,20 @@ public sealed partial class Qcow2Image
     /// Makes the whole (sub)clusters of [start, end) read as zeros through their L2 entries (one cluster at most).
     /// False when the entry cannot express it (part of a compressed cluster): the caller writes zeros instead.
     /// <paramref name="endIsImageEnd"/>: <paramref name="end"/> is the end of the disk even though the size field does
-    /// not say so yet (a grow zeroes its new area before it writes the new size).
+    /// not say so yet (a grow zeroes its new area before it writes the new size). <paramref name="precondition"/>:
+    /// judged on the current entry under the metadata lock; false leaves the entry alone and returns false.
     /// </summary>
-    private async ValueTask<bool> ZeroizeAsync(long start, long end, bool mayUnmap, bool async, CancellationToken ct, bool endIsImageEnd = false)
+    private async ValueTask<bool> ZeroizeAsync(long start, long end, bool mayUnmap, bool async, CancellationToken ct, bool endIsImageEnd = false,
+        Func<L2Entry, bool>? precondition = null)
     {
         long guestCluster = start >> _clusterBits;
         bool whole = (start & (ClusterSize - 1)) == 0 && (end - start == ClusterSize || end == Size || endIsImageEnd);
         bool expressible = true;
         await ChangeEntryAsync(guestCluster, async, ct, old =>
         {
+            // Runs again from the start after waiting for an allocation in flight, so the flag is set on every try.
+            expressible = precondition?.Invoke(old) ?? true;
+            if (!expressible) return (old.Raw, old.Bitmap, false);
             var kind = old.Kind(_extended);
             bool allocated = kind is ClusterKind.Normal or ClusterKind.ZeroAllocated or ClusterKind.Compressed;
             if (_extended)
