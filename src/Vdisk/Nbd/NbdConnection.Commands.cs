@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using Vdisk.Images;
 
@@ -7,7 +6,7 @@ namespace Vdisk.Nbd;
 /// <summary>Executing one request against the image and replying; image failures become NBD errors, never disconnects.</summary>
 public sealed partial class NbdConnection
 {
-    private async Task ExecuteAsync(NbdRequest r, byte[]? payload)
+    private async Task ExecuteAsync(NbdRequest r, NbdBuffer? payload)
     {
         var (error, message) = Validate(r);
         ReplyPieces? reply = null;
@@ -60,7 +59,7 @@ public sealed partial class NbdConnection
     }
 
     /// <summary>Does the work; returns the reply when it carries data (READ, BLOCK_STATUS), null for a plain success.</summary>
-    private async Task<ReplyPieces?> PerformAsync(NbdRequest r, byte[]? payload)
+    private async Task<ReplyPieces?> PerformAsync(NbdRequest r, NbdBuffer? payload)
     {
         var image = Export.Image;
         long offset = (long)r.Offset, length = r.Length;
@@ -74,7 +73,7 @@ public sealed partial class NbdConnection
             case NbdCommand.BlockStatus:
                 return await BlockStatusAsync(r).ConfigureAwait(false);
             case NbdCommand.Write:
-                var data = payload.AsMemory(0, (int)length);
+                var data = payload!.Value.Memory;
                 if (Export.DetectZeroes != DetectZeroes.Off && !data.Span.ContainsAnyExcept((byte)0))
                     await image.WriteZeroesAsync(offset, length, Export.DetectZeroes == DetectZeroes.Unmap && Export.DiscardUnmap).ConfigureAwait(false);
                 else
@@ -124,20 +123,23 @@ public sealed partial class NbdConnection
         return true;
     }
 
+    /// <summary>CACHE reads through a buffer of at most this size.</summary>
+    private const int PrefetchChunk = 1 << 20;
+
     /// <summary>CACHE: read the range once so that the host page cache and the format's table caches hold it.</summary>
     private async Task PrefetchAsync(long offset, long length)
     {
-        var scratch = ArrayPool<byte>.Shared.Rent((int)Math.Min(length, 1 << 20));
+        var scratch = _buffers.Rent((int)Math.Min(length, PrefetchChunk));
         try
         {
             for (long end = offset + length; offset < end;)
             {
                 int n = (int)Math.Min(scratch.Length, end - offset);
-                await Export.Image.ReadAsync(offset, scratch.AsMemory(0, n)).ConfigureAwait(false);
+                await Export.Image.ReadAsync(offset, scratch.Memory[..n]).ConfigureAwait(false);
                 offset += n;
             }
         }
-        finally { ArrayPool<byte>.Shared.Return(scratch); }
+        finally { _buffers.Return(scratch); }
     }
 
     private static NbdError ErrorOf(Exception e) => e switch

@@ -1,61 +1,15 @@
 using System.Buffers.Binary;
-using System.Net.Sockets;
-using Vdisk.BlockIO;
-using Vdisk.Formats.Raw;
 using Vdisk.Nbd;
 using Xunit;
 
 namespace Vdisk.Tests.Nbd;
 
-/// <summary>
-/// The server in-process on a unix socket, with a raw image in a temporary file, driven by the raw test client. A
-/// file, not memory: the server runs each request until its first wait, so only I/O that really waits (as file
-/// I/O does) lets replies overtake each other.
-/// </summary>
-public sealed class NbdServerTests : IAsyncLifetime
+/// <summary>The server's request handling: concurrency, errors, hostile and vanishing clients, stopping.</summary>
+public sealed class NbdServerTests() : NbdServerFixture(Size)
 {
     private const long Size = 16 << 20;
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "vdisk-nbd-" + Guid.NewGuid().ToString("N")[..8]);
-    private readonly RawImage _image;
 
-    public NbdServerTests()
-    {
-        Directory.CreateDirectory(_dir);
-        var file = FileBlockDevice.Create(Path.Combine(_dir, "image.raw"));
-        file.SetLength(Size);
-        _image = new RawImage(file, readOnly: false);
-    }
-    private readonly List<string> _log = new();
-    private NbdServer _server = null!;
-    private UnixDomainSocketEndPoint _endPoint = null!;
-
-    public Task InitializeAsync() => StartAsync(new NbdServerOptions { MaxClients = 300, Persistent = true });
-
-    private Task StartAsync(NbdServerOptions options)
-    {
-        Directory.CreateDirectory(_dir);
-        string path = Path.Combine(_dir, "s" + Guid.NewGuid().ToString("N")[..6]);
-        _server = new NbdServer([new NbdExport("exp", _image) { MultiConn = true, DiscardUnmap = true }],
-            options with { Log = line => { lock (_log) _log.Add(line); } });
-        _server.ListenUnix(path);
-        _server.Start();
-        _endPoint = new UnixDomainSocketEndPoint(path);
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _server.DisposeAsync();
-        _image.Dispose();
-        Directory.Delete(_dir, recursive: true);
-    }
-
-    private async Task<NbdTestClient> Connected(bool structured = true)
-    {
-        var c = await NbdTestClient.ConnectAsync(_endPoint);
-        await c.NegotiateAsync("exp", structured, structured);
-        return c;
-    }
+    public override Task InitializeAsync() => StartAsync(new NbdServerOptions { MaxClients = 300, Persistent = true });
 
     [Fact]
     public async Task Many_requests_in_flight_on_several_connections_match_a_shadow_copy()
