@@ -6,22 +6,24 @@ namespace Vdisk.Nbd;
 /// <summary>Executing one request against the image and replying; image failures become NBD errors, never disconnects.</summary>
 public sealed partial class NbdConnection
 {
-    private async Task ExecuteAsync(NbdRequest r, NbdBuffer? payload)
+    /// <summary>Runs the request against the image; returns its error, or its reply when it carries data. Sends nothing.</summary>
+    private async Task<(NbdError Error, string Message, ReplyPieces? Reply)> ExecuteAsync(NbdRequest r, NbdBuffer? payload)
     {
         var (error, message) = Validate(r);
-        ReplyPieces? reply = null;
-        if (error == NbdError.None)
+        if (error != NbdError.None) return (error, message, null);
+        try
         {
-            try
-            {
-                reply = await PerformAsync(r, payload).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                (error, message) = (ErrorOf(e), e.Message);
-                if (e is not DiskImageException) _options.Log?.Invoke($"Request {r.Command} at {r.Offset} failed: {e}");
-            }
+            return (NbdError.None, "", await PerformAsync(r, payload).ConfigureAwait(false));
         }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            if (e is not DiskImageException) _options.Log?.Invoke($"Request {r.Command} at {r.Offset} failed: {e}");
+            return (ErrorOf(e), e.Message, null);
+        }
+    }
+
+    private async Task ReplyAsync(NbdRequest r, NbdError error, string message, ReplyPieces? reply)
+    {
         try
         {
             if (error != NbdError.None) await ReplyErrorAsync(r, error, message).ConfigureAwait(false);

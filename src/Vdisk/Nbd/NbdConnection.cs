@@ -148,7 +148,17 @@ public sealed partial class NbdConnection : IDisposable
     {
         try
         {
-            await ExecuteAsync(request, payload).ConfigureAwait(false);
+            var (error, message, reply) = await ExecuteAsync(request, payload).ConfigureAwait(false);
+            if (payload is { } written)
+            {
+                // The write is done (or failed) and its reply needs none of its data: give the payload back now, so
+                // that a client that does not read its replies holds a few bytes per request, not its payloads.
+                payload = null;
+                _buffers.Return(written);
+                ReleaseBytes(units);
+                units = 0;
+            }
+            await ReplyAsync(request, error, message, reply).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
         {

@@ -60,6 +60,28 @@ public sealed class NbdServerMemoryTests() : NbdServerFixture(256 * MiB) // spar
     }
 
     [Fact]
+    public async Task A_client_that_never_reads_holds_no_write_payloads_once_they_are_written()
+    {
+        await Start();
+        await using var c = await Connected(structured: false);
+        // A READ reply larger than any socket buffer gets stuck (the client never reads): later replies wait behind it.
+        await Send(c, Reads(1, Big, first: 200 * MiB));
+        await Until(() => _server.Memory.BuffersRented >= Big, "the READ has its buffer");
+        var writes = Enumerable.Range(0, 16).SelectMany(i =>
+            NbdTestClient.Request(NbdCommand.Write, (ulong)(100 + i), (ulong)i * MiB, MiB, payload: Enumerable.Repeat((byte)(i + 1), MiB).ToArray()));
+        await Send(c, writes.ToArray());
+        var block = new byte[MiB];
+        await Until(() => Enumerable.Range(0, 16).All(i =>
+        {
+            _image.Read(i * MiB, block.AsSpan());
+            return block.AsSpan().IndexOfAnyExcept((byte)(i + 1)) < 0;
+        }), "all 16 writes are in the image");
+        // Their 16-byte replies still wait, but their payloads and budget are given back: only the READ holds any.
+        await Until(() => _server.Memory.BytesInFlight == Big, "only the READ's 32 MiB are in flight");
+        Assert.InRange(_server.Memory.BuffersRented, Big, Big + 4096);
+    }
+
+    [Fact]
     public async Task Everything_clients_held_is_given_back_when_they_leave()
     {
         await Start();
