@@ -71,7 +71,7 @@ public sealed record NbdServerOptions
     public NbdTls? Tls { get; init; }
     /// <summary>
     /// Called when the last client has left and the server has unmapped the buffers it kept: the moment for a
-    /// process that serves nothing else to shrink its heap.
+    /// process that serves nothing else to shrink its heap (vdisk serve runs a compacting GC there).
     /// </summary>
     public Action? Idle { get; init; }
     /// <summary>Receives one line per dropped client ("Disconnect client, due to: ..."), as qemu-nbd prints on stderr.</summary>
