@@ -7,9 +7,11 @@ server=""
 
 start() { # start vdisk|qemu image
   rm -f "$sock" "$pidfile"
-  local n="${clients:-4}" log="${server_log:-/dev/stderr}"
-  if [ "$1" = qemu ]; then qemu-nbd -f qcow2 --cache=writeback -t --shared="$n" -k "$sock" --pid-file="$pidfile" "$2" 2>"$log" &
-  else vdisk serve -f qcow2 --cache=writeback -t -e "$n" -k "$sock" --pid-file="$pidfile" "$2" 2>"$log" & fi
+  local n="${clients:-4}"
+  # Our own stderr is shared, never reopened: reopening /dev/stderr when it is a file would empty that file.
+  if [ -n "${server_log:-}" ]; then exec 3>>"$server_log"; else exec 3>&2; fi
+  if [ "$1" = qemu ]; then qemu-nbd -f qcow2 --cache=writeback -t --shared="$n" -k "$sock" --pid-file="$pidfile" "$2" 2>&3 &
+  else vdisk serve -f qcow2 --cache=writeback -t -e "$n" -k "$sock" --pid-file="$pidfile" "$2" 2>&3 & fi
   server=$!
   for _ in $(seq 300); do [ -s "$pidfile" ] && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
