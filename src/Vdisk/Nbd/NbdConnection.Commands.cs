@@ -3,35 +3,20 @@ using Vdisk.Images;
 
 namespace Vdisk.Nbd;
 
-/// <summary>Executing one request against the image and replying; image failures become NBD errors, never disconnects.</summary>
+/// <summary>What a request does to the image, and its replies.</summary>
 public sealed partial class NbdConnection
 {
-    /// <summary>Runs the request against the image; returns its error, or its reply when it carries data. Sends nothing.</summary>
-    private async Task<(NbdError Error, string Message, ReplyPieces? Reply)> ExecuteAsync(NbdRequest r, NbdBuffer? payload)
+    private (NbdError, string) Failure(NbdRequest r, Exception e)
     {
-        var (error, message) = Validate(r);
-        if (error != NbdError.None) return (error, message, null);
-        try
-        {
-            return (NbdError.None, "", await PerformAsync(r, payload).ConfigureAwait(false));
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            if (e is not DiskImageException) _options.Log?.Invoke($"Request {r.Command} at {r.Offset} failed: {e}");
-            return (ErrorOf(e), e.Message, null);
-        }
+        if (e is not DiskImageException) _options.Log?.Invoke($"Request {r.Command} at {r.Offset} failed: {e}");
+        return (ErrorOf(e), e.Message);
     }
 
-    private async Task ReplyAsync(NbdRequest r, NbdError error, string message, ReplyPieces? reply)
-    {
-        try
-        {
-            if (error != NbdError.None) await ReplyErrorAsync(r, error, message).ConfigureAwait(false);
-            else if (reply is not null) await _out.SendAsync(reply.Pieces, _abort.Token).ConfigureAwait(false);
-            else await ReplyOkAsync(r).ConfigureAwait(false);
-        }
-        finally { reply?.Dispose(); }
-    }
+    /// <summary>The error, the reply that carries data (READ, BLOCK_STATUS), or a plain success.</summary>
+    private ValueTask ReplyAsync(NbdRequest r, NbdError error, string message, ReplyPieces? reply) =>
+        error != NbdError.None ? ReplyErrorAsync(r, error, message)
+        : reply is not null ? _out.SendAsync(reply.Pieces, _abort.Token)
+        : ReplyOkAsync(r);
 
     /// <summary>The checks qemu-nbd makes before touching the image, with its answers (EPERM for writes to a read-only export, EINVAL otherwise).</summary>
     private (NbdError, string) Validate(NbdRequest r)

@@ -144,11 +144,18 @@ public sealed partial class NbdConnection : IDisposable
         _ => 0,
     };
 
+    /// <summary>Runs the request against the image and replies; image failures become NBD errors, never disconnects.</summary>
     private async Task RunRequestAsync(NbdRequest request, NbdBuffer? payload, int units)
     {
+        ReplyPieces? reply = null;
         try
         {
-            var (error, message, reply) = await ExecuteAsync(request, payload).ConfigureAwait(false);
+            var (error, message) = Validate(request);
+            if (error == NbdError.None)
+            {
+                try { reply = await PerformAsync(request, payload).ConfigureAwait(false); }
+                catch (Exception e) when (e is not OperationCanceledException) { (error, message) = Failure(request, e); }
+            }
             if (payload is { } written)
             {
                 // The write is done (or failed) and its reply needs none of its data: give the payload back now, so
@@ -172,6 +179,7 @@ public sealed partial class NbdConnection : IDisposable
         }
         finally
         {
+            reply?.Dispose();
             if (payload is { } p) _buffers.Return(p);
             ReleaseBytes(units);
             _slots.Release();
