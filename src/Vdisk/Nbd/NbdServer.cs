@@ -153,16 +153,19 @@ public sealed class NbdServer : IAsyncDisposable
                 _clients.Remove(client);
                 last = _clients.Count == 0;
             }
-            if (last)
-            {
-                // Nobody left to reuse the large buffers: give their memory back now.
-                _buffers.Trim();
-                _options.Idle?.Invoke();
-            }
             _clientSlots.Release();
             client.Finished();
+            if (last) LastClientLeft();
             if (last && !_options.Persistent && _everServed) _ = StopAsync();
         }
+    }
+
+    /// <summary>Nobody is left to reuse the large buffers: their memory goes back now. Then the host's Idle hook.</summary>
+    private void LastClientLeft()
+    {
+        _buffers.Trim();
+        try { _options.Idle?.Invoke(); }
+        catch (Exception e) { _options.Log?.Invoke($"Idle hook failed: {e}"); }
     }
 
     /// <summary>
