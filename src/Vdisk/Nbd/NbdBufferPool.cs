@@ -21,7 +21,8 @@ internal readonly struct NbdBuffer
 
 /// <summary>
 /// The server's request and reply buffers. ArrayPool&lt;byte&gt;.Shared keeps arrays of every size per core and per
-/// thread until a full GC finds it under memory pressure, so 32 MiB buffers once used stayed resident for good.
+/// thread and gives them back only at full GCs, which an idle server never has: 32 MiB buffers once used stayed
+/// resident for good.
 /// Here only small buffers (up to 64 KiB of data and a header) come from it, which it keeps few of; larger ones
 /// are mapped memory, kept for reuse while their total (in use and kept) stays within the server's budget, and
 /// unmapped, giving the pages back to the system, when the last client leaves (<see cref="Trim"/>) or when none
