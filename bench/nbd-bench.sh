@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # fio (ioengine=nbd) against `vdisk serve` and `qemu-nbd`, both --cache=writeback -t on a unix socket, serving
-# the same qcow2 one after the other in one run: 4k randread and 4k randwrite at iodepth 16, 64k sequential
-# read. Prints IOPS and the ratio vdisk/qemu (higher is better). Then the RSS of `vdisk serve` serving a 1 TiB
-# qcow2 under 4k random writes spread over the whole disk.
+# the same qcow2 one after the other in one run, at iodepth 16: 4k randread and 4k randwrite, sequential reads
+# of 64k, 1M and 32M, sequential writes of 1M and 32M (the large ones show how the server handles large buffers).
+# Prints IOPS and the ratio vdisk/qemu (higher is better). Then the RSS of `vdisk serve` serving
+# a 1 TiB qcow2 under 4k random writes spread over the whole disk.
 # BENCH_DIR: a folder on a real disk (default /var/tmp/vdisk-nbd-bench); BENCH_SECONDS: per case (default 10).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,21 +11,7 @@ dir="${BENCH_DIR:-/var/tmp/vdisk-nbd-bench}"
 secs="${BENCH_SECONDS:-10}"
 mkdir -p "$dir"
 . "$here/bench/vdisk-program.sh"   # builds once; defines vdisk
-sock="$dir/nbd.sock"
-pidfile="$dir/server.pid"
-server=""
-
-start() { # start vdisk|qemu image
-  rm -f "$sock" "$pidfile"
-  if [ "$1" = qemu ]; then qemu-nbd -f qcow2 --cache=writeback -t --shared=4 -k "$sock" --pid-file="$pidfile" "$2" &
-  else vdisk serve -f qcow2 --cache=writeback -t -e 4 -k "$sock" --pid-file="$pidfile" "$2" & fi
-  server=$!
-  for _ in $(seq 300); do [ -s "$pidfile" ] && return; sleep 0.1; done
-  echo "server did not start" >&2; exit 1
-}
-# The pid file names the server itself (a backgrounded shell function would be a subshell around it).
-stop() { kill -TERM "$(cat "$pidfile")"; wait "$server" || true; server=""; }
-trap '[ -n "$server" ] && kill "$(cat "$pidfile")" 2>/dev/null; rm -f "$sock"' EXIT
+. "$here/bench/nbd-server.sh"      # start, stop
 
 iops() { # iops rw bs [size]
   fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$1" --bs="$2" --iodepth=16 --numjobs=1 \
@@ -39,7 +26,7 @@ qemu-img create -q -f qcow2 "$img" 4G
 qemu-io -f qcow2 -c 'write -P 0x5a 0 1G' "$img" >/dev/null   # reads and rewrites hit allocated clusters
 
 printf '%-28s %10s %10s %8s\n' case "qemu IOPS" "vdisk IOPS" ratio
-for case in "randread 4k" "randwrite 4k" "read 64k"; do
+for case in "randread 4k" "randwrite 4k" "read 64k" "read 1M" "write 1M" "read 32M" "write 32M"; do
   set -- $case
   start qemu "$img"; q=$(iops "$1" "$2"); stop
   start vdisk "$img"; v=$(iops "$1" "$2"); stop

@@ -82,6 +82,10 @@ internal static class ServeCommand
             {
                 MaxClients = s.Shared, Persistent = s.Persistent, Tls = tls,
                 Log = line => { lock (log) ctx.Error(line); },
+                // The GC keeps the heap it grew under load until it next runs, and an idle server allocates
+                // nothing, so it would never run: collect once, returning free regions to the system, so that
+                // the server goes back to its idle size as qemu-nbd does (a few ms, and only when nobody is served).
+                Idle = () => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true),
             };
             var server = new NbdServer([export], options);
             try

@@ -8,14 +8,33 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
 {
     private byte* _pointer;
     private readonly int _length;
+    private readonly bool _mapped;
 
-    private AlignedBuffer(int length, int alignment)
+    private AlignedBuffer(byte* pointer, int length, bool mapped)
     {
+        _pointer = pointer;
         _length = length;
-        _pointer = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(length, 1), (nuint)alignment);
+        _mapped = mapped;
     }
 
-    public static AlignedBuffer Allocate(int length, int alignment = 4096) => new(length, Math.Max(alignment, sizeof(nint)));
+    public static AlignedBuffer Allocate(int length, int alignment = 4096) =>
+        new((byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(length, 1), (nuint)Math.Max(alignment, sizeof(nint))), length, mapped: false);
+
+    /// <summary>
+    /// Page-aligned memory mapped straight from the kernel (on Linux), whose pages go back to the system the moment
+    /// the buffer is disposed. malloc cannot promise that: once a large block has been freed, glibc raises its mmap
+    /// threshold and serves blocks of that size from heaps it seldom gives back.
+    /// </summary>
+    public static AlignedBuffer Map(int length)
+    {
+        if (!OperatingSystem.IsLinux()) return Allocate(length);
+        void* p = LinuxNative.mmap(null, (nuint)Math.Max(length, 1), LinuxNative.PROT_READ | LinuxNative.PROT_WRITE,
+            LinuxNative.MAP_PRIVATE | LinuxNative.MAP_ANONYMOUS, -1, 0);
+        if (p == (void*)-1) throw new OutOfMemoryException($"mmap of {length} bytes failed (errno {Marshal.GetLastPInvokeError()})");
+        return new((byte*)p, length, mapped: true);
+    }
+
+    public int Length => _length;
 
     public override Span<byte> GetSpan() => new(_pointer, _length);
     public override MemoryHandle Pin(int elementIndex = 0) => new(_pointer + elementIndex);
@@ -23,10 +42,9 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
 
     protected override void Dispose(bool disposing)
     {
-        if (_pointer != null)
-        {
-            NativeMemory.AlignedFree(_pointer);
-            _pointer = null;
-        }
+        if (_pointer == null) return;
+        if (_mapped && OperatingSystem.IsLinux()) LinuxNative.munmap(_pointer, (nuint)Math.Max(_length, 1));
+        else NativeMemory.AlignedFree(_pointer);
+        _pointer = null;
     }
 }

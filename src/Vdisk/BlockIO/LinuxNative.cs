@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 
 namespace Vdisk.BlockIO;
 
-/// <summary>The few libc calls the BCL does not expose: fdatasync, fallocate, SEEK_DATA/SEEK_HOLE and open(O_DIRECT).</summary>
+/// <summary>The few libc calls the BCL does not expose: fdatasync, fallocate, SEEK_DATA/SEEK_HOLE, open(O_DIRECT) and anonymous mmap.</summary>
 [SupportedOSPlatform("linux")]
 internal static partial class LinuxNative
 {
@@ -18,6 +18,11 @@ internal static partial class LinuxNative
     public const int EOPNOTSUPP = 95;
     public const int ENOSYS = 38;
     public const int EINVAL = 22;
+
+    public const int PROT_READ = 0x1;
+    public const int PROT_WRITE = 0x2;
+    public const int MAP_PRIVATE = 0x02;
+    public const int MAP_ANONYMOUS = 0x20;
 
     public const int O_RDONLY = 0x0;
     public const int O_RDWR = 0x2;
@@ -37,4 +42,10 @@ internal static partial class LinuxNative
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string path, int flags, int mode);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static unsafe partial void* mmap(void* address, nuint length, int protection, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static unsafe partial int munmap(void* address, nuint length);
 }

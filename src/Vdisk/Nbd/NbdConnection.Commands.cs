@@ -1,36 +1,22 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using Vdisk.Images;
 
 namespace Vdisk.Nbd;
 
-/// <summary>Executing one request against the image and replying; image failures become NBD errors, never disconnects.</summary>
+/// <summary>What a request does to the image, and its replies.</summary>
 public sealed partial class NbdConnection
 {
-    private async Task ExecuteAsync(NbdRequest r, byte[]? payload)
+    private (NbdError, string) Failure(NbdRequest r, Exception e)
     {
-        var (error, message) = Validate(r);
-        ReplyPieces? reply = null;
-        if (error == NbdError.None)
-        {
-            try
-            {
-                reply = await PerformAsync(r, payload).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                (error, message) = (ErrorOf(e), e.Message);
-                if (e is not DiskImageException) _options.Log?.Invoke($"Request {r.Command} at {r.Offset} failed: {e}");
-            }
-        }
-        try
-        {
-            if (error != NbdError.None) await ReplyErrorAsync(r, error, message).ConfigureAwait(false);
-            else if (reply is not null) await _out.SendAsync(reply.Pieces, _abort.Token).ConfigureAwait(false);
-            else await ReplyOkAsync(r).ConfigureAwait(false);
-        }
-        finally { reply?.Dispose(); }
+        if (e is not DiskImageException) _options.Log?.Invoke($"Request {r.Command} at {r.Offset} failed: {e}");
+        return (ErrorOf(e), e.Message);
     }
+
+    /// <summary>The error, the reply that carries data (READ, BLOCK_STATUS), or a plain success.</summary>
+    private ValueTask ReplyAsync(NbdRequest r, NbdError error, string message, ReplyPieces? reply) =>
+        error != NbdError.None ? ReplyErrorAsync(r, error, message)
+        : reply is not null ? _out.SendAsync(reply.Pieces, _abort.Token)
+        : ReplyOkAsync(r);
 
     /// <summary>The checks qemu-nbd makes before touching the image, with its answers (EPERM for writes to a read-only export, EINVAL otherwise).</summary>
     private (NbdError, string) Validate(NbdRequest r)
@@ -60,7 +46,7 @@ public sealed partial class NbdConnection
     }
 
     /// <summary>Does the work; returns the reply when it carries data (READ, BLOCK_STATUS), null for a plain success.</summary>
-    private async Task<ReplyPieces?> PerformAsync(NbdRequest r, byte[]? payload)
+    private async Task<ReplyPieces?> PerformAsync(NbdRequest r, NbdBuffer? payload)
     {
         var image = Export.Image;
         long offset = (long)r.Offset, length = r.Length;
@@ -74,7 +60,7 @@ public sealed partial class NbdConnection
             case NbdCommand.BlockStatus:
                 return await BlockStatusAsync(r).ConfigureAwait(false);
             case NbdCommand.Write:
-                var data = payload.AsMemory(0, (int)length);
+                var data = payload!.Value.Memory;
                 if (Export.DetectZeroes != DetectZeroes.Off && !data.Span.ContainsAnyExcept((byte)0))
                     await image.WriteZeroesAsync(offset, length, Export.DetectZeroes == DetectZeroes.Unmap && Export.DiscardUnmap).ConfigureAwait(false);
                 else
@@ -124,20 +110,23 @@ public sealed partial class NbdConnection
         return true;
     }
 
+    /// <summary>CACHE reads through a buffer of at most this size.</summary>
+    private const int PrefetchChunk = 1 << 20;
+
     /// <summary>CACHE: read the range once so that the host page cache and the format's table caches hold it.</summary>
     private async Task PrefetchAsync(long offset, long length)
     {
-        var scratch = ArrayPool<byte>.Shared.Rent((int)Math.Min(length, 1 << 20));
+        var scratch = _buffers.Rent((int)Math.Min(length, PrefetchChunk));
         try
         {
             for (long end = offset + length; offset < end;)
             {
                 int n = (int)Math.Min(scratch.Length, end - offset);
-                await Export.Image.ReadAsync(offset, scratch.AsMemory(0, n)).ConfigureAwait(false);
+                await Export.Image.ReadAsync(offset, scratch.Memory[..n]).ConfigureAwait(false);
                 offset += n;
             }
         }
-        finally { ArrayPool<byte>.Shared.Return(scratch); }
+        finally { _buffers.Return(scratch); }
     }
 
     private static NbdError ErrorOf(Exception e) => e switch

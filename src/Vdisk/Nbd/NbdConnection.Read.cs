@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 
 namespace Vdisk.Nbd;
@@ -8,15 +7,16 @@ public sealed partial class NbdConnection
 {
     /// <summary>Stops a BLOCK_STATUS reply from growing without bound on a badly fragmented image; the client asks again for the rest.</summary>
     private const int MaxExtents = 1 << 16;
+    private const int BlockStatusReplyMax = NbdReplyWriter.ChunkHeaderSize + 4 + 8 * MaxExtents;
 
     private async Task<ReplyPieces> SimpleReadAsync(NbdRequest r)
     {
         int length = (int)r.Length;
-        var reply = new ReplyPieces();
+        var reply = new ReplyPieces(_buffers);
         var buffer = reply.Rent(NbdReplyWriter.SimpleReplySize + length);
-        await Export.Image.ReadAsync((long)r.Offset, buffer.AsMemory(NbdReplyWriter.SimpleReplySize, length)).ConfigureAwait(false);
-        NbdReplyWriter.EncodeSimpleReply(buffer, NbdError.None, r.Cookie);
-        reply.Add(buffer.AsMemory(0, NbdReplyWriter.SimpleReplySize + length));
+        await Export.Image.ReadAsync((long)r.Offset, buffer[NbdReplyWriter.SimpleReplySize..]).ConfigureAwait(false);
+        NbdReplyWriter.EncodeSimpleReply(buffer.Span, NbdError.None, r.Cookie);
+        reply.Add(buffer);
         return reply;
     }
 
@@ -29,7 +29,7 @@ public sealed partial class NbdConnection
     {
         long start = (long)r.Offset;
         int length = (int)r.Length;
-        var reply = new ReplyPieces();
+        var reply = new ReplyPieces(_buffers);
         if (length == 0)
         {
             var none = new byte[NbdReplyWriter.ChunkHeaderSize];
@@ -44,15 +44,15 @@ public sealed partial class NbdConnection
             // All data, the usual case: header and data in one buffer go out in one send instead of two.
             const int Header = NbdReplyWriter.ChunkHeaderSize + 8;
             var whole = reply.Rent(Header + length);
-            await Export.Image.ReadAsync(start, whole.AsMemory(Header, length)).ConfigureAwait(false);
-            NbdReplyWriter.EncodeChunkHeader(whole, NbdReplyFlags.Done, NbdReplyType.OffsetData, r.Cookie, 8 + length);
-            BinaryPrimitives.WriteInt64BigEndian(whole.AsSpan(NbdReplyWriter.ChunkHeaderSize), start);
-            reply.Add(whole.AsMemory(0, Header + length));
+            await Export.Image.ReadAsync(start, whole[Header..]).ConfigureAwait(false);
+            NbdReplyWriter.EncodeChunkHeader(whole.Span, NbdReplyFlags.Done, NbdReplyType.OffsetData, r.Cookie, 8 + length);
+            BinaryPrimitives.WriteInt64BigEndian(whole.Span[NbdReplyWriter.ChunkHeaderSize..], start);
+            reply.Add(whole);
             return reply;
         }
-        var data = extents.Exists(e => !e.Zero) ? reply.Rent(length) : null;
+        var data = extents.Exists(e => !e.Zero) ? reply.Rent(length) : Memory<byte>.Empty;
         foreach (var (at, count, zero) in extents)
-            if (!zero) await Export.Image.ReadAsync(start + at, data.AsMemory(at, count)).ConfigureAwait(false);
+            if (!zero) await Export.Image.ReadAsync(start + at, data.Slice(at, count)).ConfigureAwait(false);
         for (int i = 0; i < extents.Count; i++)
         {
             var (at, count, zero) = extents[i];
@@ -62,7 +62,7 @@ public sealed partial class NbdConnection
             BinaryPrimitives.WriteInt64BigEndian(header.AsSpan(NbdReplyWriter.ChunkHeaderSize), start + at);
             if (zero) BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(NbdReplyWriter.ChunkHeaderSize + 8), count);
             reply.Add(header);
-            if (!zero) reply.Add(data.AsMemory(at, count));
+            if (!zero) reply.Add(data.Slice(at, count));
         }
         return reply;
     }
@@ -100,38 +100,39 @@ public sealed partial class NbdConnection
             else extents.Add(((uint)s.Length, flags));
             offset += s.Length;
         }
-        var b = new byte[NbdReplyWriter.ChunkHeaderSize + 4 + 8 * extents.Count];
+        var reply = new ReplyPieces(_buffers);
+        var buffer = reply.Rent(NbdReplyWriter.ChunkHeaderSize + 4 + 8 * extents.Count);
+        var b = buffer.Span;
         NbdReplyWriter.EncodeChunkHeader(b, NbdReplyFlags.Done, NbdReplyType.BlockStatus, r.Cookie, 4 + 8 * extents.Count);
-        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(NbdReplyWriter.ChunkHeaderSize), NbdHandshake.BaseAllocationId);
+        BinaryPrimitives.WriteUInt32BigEndian(b[NbdReplyWriter.ChunkHeaderSize..], NbdHandshake.BaseAllocationId);
         for (int i = 0; i < extents.Count; i++)
         {
-            var at = b.AsSpan(NbdReplyWriter.ChunkHeaderSize + 4 + 8 * i);
+            var at = b[(NbdReplyWriter.ChunkHeaderSize + 4 + 8 * i)..];
             BinaryPrimitives.WriteUInt32BigEndian(at, extents[i].Length);
             BinaryPrimitives.WriteUInt32BigEndian(at[4..], (uint)extents[i].Flags);
         }
-        var reply = new ReplyPieces();
-        reply.Add(b);
+        reply.Add(buffer);
         return reply;
     }
 
     /// <summary>The pieces of one reply, and the pooled buffers to give back once it is sent.</summary>
-    private sealed class ReplyPieces : IDisposable
+    private sealed class ReplyPieces(NbdBufferPool pool) : IDisposable
     {
-        private readonly List<byte[]> _rented = new();
+        private readonly List<NbdBuffer> _rented = new();
         public List<ReadOnlyMemory<byte>> Pieces { get; } = new();
 
         public void Add(ReadOnlyMemory<byte> piece) => Pieces.Add(piece);
 
-        public byte[] Rent(int length)
+        public Memory<byte> Rent(int length)
         {
-            var b = ArrayPool<byte>.Shared.Rent(length);
+            var b = pool.Rent(length);
             _rented.Add(b);
-            return b;
+            return b.Memory;
         }
 
         public void Dispose()
         {
-            foreach (var b in _rented) ArrayPool<byte>.Shared.Return(b);
+            foreach (var b in _rented) pool.Return(b);
             _rented.Clear();
         }
     }

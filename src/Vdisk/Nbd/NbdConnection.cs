@@ -1,28 +1,28 @@
-using System.Buffers;
-
 namespace Vdisk.Nbd;
 
 /// <summary>
 /// The transmission phase of one client: a single reader loop takes requests off the wire and starts each one at
 /// once, so many run concurrently and their replies go out in the order they finish. Two budgets bound what one
-/// client can make the server hold: requests in flight and payload bytes in flight. When either is spent, the
-/// reader stops reading and TCP pushes back on the client.
+/// client can make the server hold: requests in flight and bytes in flight (payloads, and replies until they have
+/// been sent: a client that does not read its replies stops the server reading its requests). A third, shared by
+/// every connection, bounds the server. When any is spent, the reader stops reading and TCP pushes back.
 /// </summary>
 public sealed partial class NbdConnection : IDisposable
 {
-    private const int BudgetUnit = 64 << 10;
-
     private readonly Stream _in;
     private readonly NbdReplyWriter _out;
     private readonly NbdSession _session;
     private readonly NbdServerOptions _options;
-    private readonly SemaphoreSlim _slots, _bytes;
+    private readonly SemaphoreSlim _slots;
+    private readonly NbdByteBudget _bytes, _serverBytes;
+    private readonly NbdBufferPool _buffers;
     private readonly int _slotCount;
     // Cancelled when replies can no longer be delivered, or the server gives up waiting: stops reading and sending.
     private readonly CancellationTokenSource _abort = new();
     private int _wrote;
 
-    public NbdConnection(Stream input, NbdReplyWriter output, NbdSession session, NbdServerOptions options)
+    internal NbdConnection(Stream input, NbdReplyWriter output, NbdSession session, NbdServerOptions options,
+        NbdByteBudget serverBytes, NbdBufferPool buffers)
     {
         _in = input;
         _out = output;
@@ -30,8 +30,9 @@ public sealed partial class NbdConnection : IDisposable
         _options = options;
         _slotCount = Math.Max(1, options.MaxRequestsInFlight);
         _slots = new SemaphoreSlim(_slotCount, _slotCount);
-        int units = Math.Max(NbdProtocol.MaxPayload, options.MaxBytesInFlight) / BudgetUnit;
-        _bytes = new SemaphoreSlim(units, units);
+        _bytes = new NbdByteBudget(Math.Max(NbdProtocol.MaxPayload, options.MaxBytesInFlight));
+        _serverBytes = serverBytes;
+        _buffers = buffers;
     }
 
     private NbdExport Export => _session.Export;
@@ -102,38 +103,69 @@ public sealed partial class NbdConnection : IDisposable
     /// </summary>
     private async Task StartAsync(NbdRequest request, CancellationToken ct)
     {
-        int units = request.Command is NbdCommand.Read or NbdCommand.Write
-            ? (int)Math.Min((request.Length + (long)BudgetUnit - 1) / BudgetUnit, NbdProtocol.MaxPayload / BudgetUnit)
-            : 0;
+        int units = UnitsFor(request);
         await _slots.WaitAsync(ct).ConfigureAwait(false);
-        int taken = 0;
-        byte[]? payload = null;
+        int taken = 0, takenFromServer = 0;
+        NbdBuffer? payload = null;
         try
         {
-            // Only this loop takes from the byte budget, so taking it unit by unit cannot deadlock.
-            for (; taken < units; taken++) await _bytes.WaitAsync(ct).ConfigureAwait(false);
+            await _bytes.TakeAsync(units, ct).ConfigureAwait(false);
+            taken = units;
+            await _serverBytes.TakeAsync(units, ct).ConfigureAwait(false);
+            takenFromServer = units;
             if (request.Command == NbdCommand.Write)
             {
-                payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
-                await _in.ReadExactlyAsync(payload.AsMemory(0, (int)request.Length), ct).ConfigureAwait(false);
+                payload = _buffers.Rent((int)request.Length);
+                await _in.ReadExactlyAsync(payload.Value.Memory, ct).ConfigureAwait(false);
                 Interlocked.Exchange(ref _wrote, 1);
             }
         }
         catch
         {
-            if (payload is not null) ArrayPool<byte>.Shared.Return(payload);
-            if (taken > 0) _bytes.Release(taken);
+            if (payload is { } p) _buffers.Return(p);
+            _serverBytes.Release(takenFromServer);
+            _bytes.Release(taken);
             _slots.Release();
             throw;
         }
         _ = RunRequestAsync(request, payload, units);
     }
 
-    private async Task RunRequestAsync(NbdRequest request, byte[]? payload, int units)
+    /// <summary>
+    /// What a request may hold until its reply is sent, in budget units: its payload or its data, the largest
+    /// BLOCK_STATUS reply, CACHE's scratch buffer. Other replies are a few bytes (an error message at most 4 KiB),
+    /// bounded by the count of requests in flight.
+    /// </summary>
+    private int UnitsFor(NbdRequest r) => r.Command switch
     {
+        NbdCommand.Read or NbdCommand.Write => _bytes.UnitsFor(Math.Min(r.Length, NbdProtocol.MaxPayload)),
+        NbdCommand.BlockStatus => _bytes.UnitsFor(BlockStatusReplyMax),
+        NbdCommand.Cache => _bytes.UnitsFor(Math.Min(r.Length, PrefetchChunk)),
+        _ => 0,
+    };
+
+    /// <summary>Runs the request against the image and replies; image failures become NBD errors, never disconnects.</summary>
+    private async Task RunRequestAsync(NbdRequest request, NbdBuffer? payload, int units)
+    {
+        ReplyPieces? reply = null;
         try
         {
-            await ExecuteAsync(request, payload).ConfigureAwait(false);
+            var (error, message) = Validate(request);
+            if (error == NbdError.None)
+            {
+                try { reply = await PerformAsync(request, payload).ConfigureAwait(false); }
+                catch (Exception e) when (e is not OperationCanceledException) { (error, message) = Failure(request, e); }
+            }
+            if (payload is { } written)
+            {
+                // The write is done (or failed) and its reply needs none of its data: give the payload back now, so
+                // that a client that does not read its replies holds a few bytes per request, not its payloads.
+                payload = null;
+                _buffers.Return(written);
+                ReleaseBytes(units);
+                units = 0;
+            }
+            await ReplyAsync(request, error, message, reply).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
         {
@@ -147,10 +179,17 @@ public sealed partial class NbdConnection : IDisposable
         }
         finally
         {
-            if (payload is not null) ArrayPool<byte>.Shared.Return(payload);
-            if (units > 0) _bytes.Release(units);
+            reply?.Dispose();
+            if (payload is { } p) _buffers.Return(p);
+            ReleaseBytes(units);
             _slots.Release();
         }
+    }
+
+    private void ReleaseBytes(int units)
+    {
+        _serverBytes.Release(units);
+        _bytes.Release(units);
     }
 
     /// <summary>Waits until every request in flight has replied (or failed to): all slots are back.</summary>
@@ -164,6 +203,5 @@ public sealed partial class NbdConnection : IDisposable
     {
         _abort.Dispose();
         _slots.Dispose();
-        _bytes.Dispose();
     }
 }

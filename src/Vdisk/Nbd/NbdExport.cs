@@ -56,10 +56,24 @@ public sealed record NbdServerOptions
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Requests one connection may have in flight; the reader stops reading beyond it.</summary>
     public int MaxRequestsInFlight { get; init; } = 128;
-    /// <summary>Payload bytes one connection may have buffered at once (at least one maximal request).</summary>
+    /// <summary>
+    /// Bytes of requests and of replies not yet sent that one connection may hold at once (at least one maximal
+    /// request): the reader stops reading beyond it, so a client that does not read its replies stops being read.
+    /// </summary>
     public int MaxBytesInFlight { get; init; } = 64 << 20;
+    /// <summary>
+    /// The same for all connections together (at least one maximal request). It also caps the large buffers the
+    /// server keeps for reuse: with the defaults, 8 clients that send 32 MiB requests and never read a reply keep
+    /// the server's resident memory under 200 MiB.
+    /// </summary>
+    public int MaxTotalBytesInFlight { get; init; } = 128 << 20;
     /// <summary>TLS credentials; when set, clients must STARTTLS before anything else (qemu-nbd --tls-creds).</summary>
     public NbdTls? Tls { get; init; }
+    /// <summary>
+    /// Called when the last client has left and the server has unmapped the buffers it kept: the moment for a
+    /// process that serves nothing else to shrink its heap (vdisk serve runs a compacting GC there).
+    /// </summary>
+    public Action? Idle { get; init; }
     /// <summary>Receives one line per dropped client ("Disconnect client, due to: ..."), as qemu-nbd prints on stderr.</summary>
     public Action<string>? Log { get; init; }
 }

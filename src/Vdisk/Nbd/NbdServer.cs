@@ -21,6 +21,8 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly HashSet<NbdServerClient> _clients = new();
     private readonly List<Task> _acceptLoops = new();
+    private readonly NbdByteBudget _bytes;
+    private readonly NbdBufferPool _buffers;
     private bool _everServed;
     private int _stopRequested;
 
@@ -29,13 +31,23 @@ public sealed class NbdServer : IAsyncDisposable
         _exports = exports.ToDictionary(e => e.Name, StringComparer.Ordinal);
         _options = options ?? new NbdServerOptions();
         _clientSlots = new SemaphoreSlim(Math.Max(1, _options.MaxClients));
+        long total = Math.Max(NbdProtocol.MaxPayload, _options.MaxTotalBytesInFlight);
+        _bytes = new NbdByteBudget(total);
+        _buffers = new NbdBufferPool(total, BufferIdleTrim);
     }
+
+    /// <summary>Large buffers kept for reuse are unmapped after this long without a large request.</summary>
+    private static readonly TimeSpan BufferIdleTrim = TimeSpan.FromSeconds(5);
 
     /// <summary>Completes when the server has stopped: on <see cref="StopAsync"/>, or after the last client left when not persistent.</summary>
     public Task Completion => _finished.Task;
 
     /// <summary>Clients connected right now.</summary>
     public int ClientCount { get { lock (_gate) return _clients.Count; } }
+
+    /// <summary>What the server holds for requests right now, across all its connections.</summary>
+    public NbdMemoryUsage Memory => new(_buffers.RentedBytes, _buffers.KeptBytes,
+        (long)(_bytes.Capacity - _bytes.Available) * NbdByteBudget.UnitSize);
 
     /// <summary>Binds a TCP listener (port 0 picks a free port) and returns the address it got.</summary>
     public IPEndPoint ListenTcp(IPEndPoint endPoint)
@@ -121,7 +133,7 @@ public sealed class NbdServer : IAsyncDisposable
         await Task.Yield(); // leave the accept loop at once
         try
         {
-            await client.RunAsync(_exports, _options, _stopping.Token).ConfigureAwait(false);
+            await client.RunAsync(_exports, _options, _bytes, _buffers, _stopping.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or SocketException or NbdProtocolException or OperationCanceledException or ObjectDisposedException
                                    or System.Security.Authentication.AuthenticationException)
@@ -143,8 +155,17 @@ public sealed class NbdServer : IAsyncDisposable
             }
             _clientSlots.Release();
             client.Finished();
+            if (last) LastClientLeft();
             if (last && !_options.Persistent && _everServed) _ = StopAsync();
         }
+    }
+
+    /// <summary>Nobody is left to reuse the large buffers: their memory goes back now. Then the host's Idle hook.</summary>
+    private void LastClientLeft()
+    {
+        _buffers.Trim();
+        try { _options.Idle?.Invoke(); }
+        catch (Exception e) { _options.Log?.Invoke($"Idle hook failed: {e}"); }
     }
 
     /// <summary>
@@ -180,5 +201,11 @@ public sealed class NbdServer : IAsyncDisposable
         await StopAsync().ConfigureAwait(false);
         _stopping.Dispose();
         _clientSlots.Dispose();
+        _buffers.Dispose();
     }
 }
+
+/// <param name="BuffersRented">Bytes of request and reply buffers in use.</param>
+/// <param name="BuffersKept">Bytes of large buffers kept for reuse.</param>
+/// <param name="BytesInFlight">The server-wide budget taken by requests not yet replied to.</param>
+public readonly record struct NbdMemoryUsage(long BuffersRented, long BuffersKept, long BytesInFlight);

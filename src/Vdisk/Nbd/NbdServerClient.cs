@@ -14,7 +14,8 @@ internal sealed class NbdServerClient(Socket socket)
 
     public void Finished() => _done.TrySetResult();
 
-    public async Task RunAsync(IReadOnlyDictionary<string, NbdExport> exports, NbdServerOptions options, CancellationToken stopping)
+    public async Task RunAsync(IReadOnlyDictionary<string, NbdExport> exports, NbdServerOptions options, NbdByteBudget serverBytes,
+        NbdBufferPool buffers, CancellationToken stopping)
     {
         var stream = new NetworkStream(Socket, ownsSocket: true);
         var handshake = new NbdHandshake(stream, new NbdReplyWriter(stream), exports, options.Tls);
@@ -36,7 +37,7 @@ internal sealed class NbdServerClient(Socket socket)
             if (session is null) return;
             // Buffered only now: the handshake must not read ahead of STARTTLS (see NbdHandshake).
             var input = new BufferedStream(handshake.Transport, 64 << 10);
-            using var connection = new NbdConnection(input, handshake.Output, session, options);
+            using var connection = new NbdConnection(input, handshake.Output, session, options, serverBytes, buffers);
             _connection = connection;
             await connection.RunAsync(stopping).ConfigureAwait(false);
         }

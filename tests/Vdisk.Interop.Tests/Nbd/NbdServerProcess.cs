@@ -33,14 +33,24 @@ public sealed class NbdServerProcess : IDisposable
     }
 
     public int ExitCode => _process.ExitCode;
+    public int Pid => _process.Id;
     public string StdErr => _stderr.Result;
     public bool HasExited => _process.HasExited;
 
     /// <summary>Starts `vdisk serve args... --pid-file=...`.</summary>
-    public static NbdServerProcess Vdisk(TempDir dir, params string[] args)
+    public static NbdServerProcess Vdisk(TempDir dir, params string[] args) => Vdisk(dir, new Dictionary<string, string>(), args);
+
+    /// <summary>
+    /// The same with extra environment variables; VDISK_CLI, as for <see cref="Tools.Vdisk"/>, runs another build
+    /// (the native one ./vdisk runs) in place of the JIT one built next to the tests.
+    /// </summary>
+    public static NbdServerProcess Vdisk(TempDir dir, IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         var pid = dir.File("vdisk-" + Guid.NewGuid().ToString("N")[..6] + ".pid");
-        return Start("dotnet", [Path.Combine(AppContext.BaseDirectory, "Vdisk.Cli.dll"), "serve", $"--pid-file={pid}", .. args], pid);
+        var cli = Environment.GetEnvironmentVariable("VDISK_CLI");
+        return string.IsNullOrEmpty(cli)
+            ? Start("dotnet", [Path.Combine(AppContext.BaseDirectory, "Vdisk.Cli.dll"), "serve", $"--pid-file={pid}", .. args], pid, environment)
+            : Start(cli, ["serve", $"--pid-file={pid}", .. args], pid, environment);
     }
 
     /// <summary>Starts `qemu-nbd args... --pid-file=...`.</summary>
@@ -50,10 +60,11 @@ public sealed class NbdServerProcess : IDisposable
         return Start("qemu-nbd", [$"--pid-file={pid}", .. args], pid);
     }
 
-    private static NbdServerProcess Start(string program, string[] args, string pidFile)
+    private static NbdServerProcess Start(string program, string[] args, string pidFile, IReadOnlyDictionary<string, string>? environment = null)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) psi.Environment[name] = value;
         return new NbdServerProcess(Process.Start(psi) ?? throw new InvalidOperationException($"could not start {program}"), pidFile);
     }
 
