@@ -350,6 +350,8 @@ public sealed partial class FileBlockDevice : BlockDevice
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _handle.Dispose();
+        if (!disposing) return;
+        ReleaseLocks();
+        _handle.Dispose();
     }
 }

@@ -53,6 +53,12 @@ internal sealed partial class FileLocks(SafeFileHandle handle, string path)
         }
     }
 
+    /// <summary>Unlocks every byte held (F_UNLCK through this handle releases them for the whole open file description).</summary>
+    public void Release()
+    {
+        if (!_unsupported) Apply(ImagePermissions.None, ImagePermissions.None);
+    }
+
     private void Apply(ImagePermissions use, ImagePermissions deny)
     {
         for (int i = 0; i < PermissionCount; i++)
