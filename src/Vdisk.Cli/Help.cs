@@ -36,17 +36,17 @@ internal static class Help
               amend [-f fmt] [-p] [-q] -o options filename
               commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] filename
               compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2
-              convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
+              convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--target-is-zero] [-U] filename [filename2 [...]] output_filename
               create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
-              dd [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
+              dd [-f fmt] [-O output_fmt] [-U] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
               info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
               io [-f fmt] [-r] [-n] [-t cache] [-U] [-l snapshot] [-c command]... filename
-              rebase [-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename
+              rebase [-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] [-U] -b backing_file [-F backing_fmt] filename
               resize [-f fmt] [-q] [--preallocation=prealloc] [--shrink] filename [+ | -]size
-              snapshot [-q] [-l | -a snapshot | -c snapshot [--vmstate file] | -d snapshot | --dump-vmstate snapshot out] filename
+              snapshot [-q] [-U] [-l | -a snapshot | -c snapshot [--vmstate file] | -d snapshot | --dump-vmstate snapshot out] filename
               map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
-              measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]
-              serve [-f fmt] [-b addr] [-p port | -k socket] [-x name] [-D text] [-r] [-t] [-e clients] [-s] [--cache=mode] [--discard=mode] [--detect-zeroes=mode] [--pid-file=file] filename
+              measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] [-U] filename]
+              serve [-f fmt] [-b addr] [-p port | -k socket] [-x name] [-D text] [-r [-U]] [-t] [-e clients] [-s] [--cache=mode] [--discard=mode] [--detect-zeroes=mode] [--pid-file=file] filename
 
             Command parameters:
               'filename' is a disk image filename

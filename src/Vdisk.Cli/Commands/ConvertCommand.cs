@@ -80,14 +80,16 @@ internal static class ConvertCommand
 
         var images = new List<DiskImage>();
         DiskImage? output = null;
-        bool created = false;
+        bool created = false, existed = BlockIO.FileStatus.Exists(target);
         using var interrupt = new Interruption();
         try
         {
             foreach (var file in parsed.Positionals.Take(parsed.Positionals.Count - 1))
-                images.Add(ImageOpening.Open(file, format, srcCache, readOnly: true, snapshot: snapshot, forceShare: forceShare));
+                // Nobody may write a source while it is copied (qemu-img's choice for convert alone).
+                images.Add(ImageOpening.Open(file, format, srcCache, readOnly: true, snapshot: snapshot, forceShare: forceShare,
+                    share: ImageSharing.ReadersOnly));
             var sources = new SourceSet(images);
-            if (forceShare) RefuseTargetInSources(target, outFormat, images);
+            RefuseTargetInSources(target, outFormat, images);
             if (!skipCreate)
             {
                 try
@@ -118,18 +120,19 @@ internal static class ConvertCommand
         }
         catch (Exception e) when (e is OperationCanceledException or IOException)
         {
-            // Closing writes the metadata back, so an existing target stays consistent; a new one is removed.
+            // Closing writes the metadata back, so a target of -n stays consistent; one this command made is discarded.
             CloseQuietly(output);
             output = null;
-            if (created) ImageOpening.TryDelete(target);
+            if (created) DiscardTarget(target, existed);
             if (e is OperationCanceledException) throw new CliException("Interrupted; the conversion was stopped");
+            if (e is CopyException copy) throw new CliException($"error while {copy.Operation} at byte {copy.GuestOffset}: {Errors.StrError(copy.InnerException!)}");
             throw new CliException($"error while converting: {Errors.Describe(e)}");
         }
         catch (CliException)
         {
             CloseQuietly(output);
             output = null;
-            if (created) ImageOpening.TryDelete(target);
+            if (created) DiscardTarget(target, existed);
             throw;
         }
         finally
@@ -140,17 +143,34 @@ internal static class ConvertCommand
     }
 
     /// <summary>
-    /// Without -U the sources' locks already stop a target that is one of them (or a file under one), in qemu-img's
-    /// words. With -U they let writers in, and qemu-img then truncates its own source and reports success; vdisk
-    /// refuses instead.
+    /// A source whose locks keep writers out already stops a target that is the same file, in qemu-img's words, when
+    /// the target is created or opened. One that lets writers in (-U, or a file system without locks) does not, and
+    /// qemu-img then truncates its own source and reports success; vdisk refuses instead.
     /// </summary>
     private static void RefuseTargetInSources(string target, string outFormat, List<DiskImage> sources)
     {
         if (!File.Exists(target)) return;
         foreach (var source in sources)
             for (var layer = source; layer is not null; layer = layer.Backing)
-                if (BlockIO.FileStatus.SameFile(target, layer.Path))
+                if ((layer.Device.SharedWithOthers & ImagePermissions.Write) != 0 && BlockIO.FileStatus.SameFile(target, layer.Path))
                     throw new CliException($"{target}: error while converting {outFormat}: the target is one of the images being read ({layer.Path})");
+    }
+
+    /// <summary>
+    /// A failed convert leaves no half-written target: one it created is removed, an existing file it wrote over is
+    /// left empty (its old content went when the new image was made). Through a symbolic link, the file it points to
+    /// is the one, not the link.
+    /// </summary>
+    private static void DiscardTarget(string target, bool existed)
+    {
+        string real = BlockIO.FileStatus.Resolve(target);
+        try
+        {
+            if (existed) new FileStream(real, FileMode.Truncate, FileAccess.Write).Dispose();
+            else File.Delete(real);
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     private static void CloseQuietly(DiskImage? image)

@@ -66,6 +66,8 @@ internal static class CreateCommand
 
         if (backing is not null)
         {
+            if (Path.GetFullPath(DiskImages.ResolveBackingPath(file, backing)) == Path.GetFullPath(file))
+                throw new CliException($"{file}: Error: Trying to create an image with the same filename as the backing file");
             if (!driver.CreateOptionNames.Contains("backing_file"))
                 throw new CliException($"{file}: Backing file not supported for file format '{format}'");
             long? backingSize = CheckBacking(file, backing, backingFormat, unsafeBacking);
@@ -77,15 +79,13 @@ internal static class CreateCommand
         if (!quiet) ctx.Out.WriteLine($"Formatting '{file}', {CreateOptionTable.Describe(format, options)}");
 
         var driverOptions = options.Where(o => o.Key != "size").ToDictionary(o => o.Key, o => o.Value);
-        bool existed = File.Exists(file);
         try
         {
+            // A create that fails leaves no half-made image (DiskImages.Create removes what it made).
             DiskImages.Create(file, format, new ImageCreateOptions { Size = size.Value, Options = driverOptions, Registry = registry });
         }
         catch (Exception e) when (e is IOException or ArgumentException or NotImplementedException or NotSupportedException)
         {
-            // qemu-img validates before it creates anything; do not leave a half-made image behind.
-            if (!existed) TryDelete(file);
             throw new CliException(Errors.WithFile(file, e));
         }
         return 0;
@@ -107,7 +107,8 @@ internal static class CreateCommand
         string resolved = DiskImages.ResolveBackingPath(file, backing);
         try
         {
-            using var image = DiskImages.Open(resolved, new ImageOpenOptions { ReadOnly = true, Format = backingFormat, NoBacking = true });
+            // Force-shared, as qemu-img does: an overlay may be made of an image a VM is writing.
+            using var image = DiskImages.Open(resolved, new ImageOpenOptions { ReadOnly = true, Format = backingFormat, NoBacking = true, ForceShare = true });
             if (backingFormat is null)
                 throw new CliException($"{file}: Backing file specified without backing format\nDetected format of {image.FormatName}.");
             return image.Size;
@@ -123,12 +124,5 @@ internal static class CreateCommand
         ctx.Out.WriteLine($"Supported {driver.Name} options:");
         foreach (var name in driver.CreateOptionNames.Prepend("size").Distinct())
             ctx.Out.WriteLine($"  {name}");
-    }
-
-    private static void TryDelete(string file)
-    {
-        try { File.Delete(file); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
     }
 }

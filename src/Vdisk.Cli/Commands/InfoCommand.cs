@@ -37,7 +37,7 @@ internal static class InfoCommand
         var seen = new HashSet<string>();
         while (next is not null)
         {
-            if (!seen.Add(Path.GetFullPath(next)))
+            if (!seen.Add(next.Length == 0 ? next : Path.GetFullPath(next)))
                 throw new CliException($"Backing file '{next}' creates an infinite loop.");
             ImageInfo info;
             using (var image = OpenForInfo(next, nextFormat, forceShare)) info = ImageInfo.From(image, next);

@@ -64,11 +64,9 @@ internal static class IoCommand
         if (parsed.Positionals.Count == 1)
         {
             string file = parsed.Positionals[0];
-            // qemu-io shares what the format allows (a raw image: writes too), unlike qemu-img.
             var options = new ImageOpenOptions
             {
-                ReadOnly = readOnly, Cache = cache, Format = format, Messages = ctx.Err.WriteLine, Snapshot = snapshot,
-                Share = ImageSharing.AsFormatAllows, ForceShare = forceShare,
+                ReadOnly = readOnly, Cache = cache, Format = format, Messages = ctx.Err.WriteLine, Snapshot = snapshot, ForceShare = forceShare,
             };
             try { image = DiskImages.Open(file, options); }
             catch (Exception e) when (e is IOException or NotImplementedException)

@@ -47,7 +47,7 @@ internal static class ResizeCommand
 
         DiskImage image;
         // With its backing file, as qemu-img: a grow must know whether the backing file reaches past the old end.
-        try { image = DiskImages.Open(file, new ImageOpenOptions { Format = format }); }
+        try { image = DiskImages.Open(file, new ImageOpenOptions { Format = format, ForResize = true }); }
         catch (IOException e) { throw new CliException(Errors.OpenFailure(file, e)); }
         using (image)
         {

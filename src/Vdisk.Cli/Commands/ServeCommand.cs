@@ -230,6 +230,7 @@ internal static class ServeCommand
           -D, --description=TEXT    human-readable description of the export
           -f, --format=FORMAT       image format (raw, qcow2)
           -r, --read-only           export read-only
+          -U, --force-share         with -r: open the image even while another process writes it
           -s, --snapshot            write to a temporary overlay, discarded at exit
           -n, --nocache             same as --cache=none
               --cache=MODE          none, writeback (default), writethrough, directsync, unsafe

@@ -65,9 +65,13 @@ internal sealed class CopyEngine(SourceSet sources, DiskImage target, CopySettin
                 try
                 {
                     if (chunk.Kind == RangeKind.Data)
-                        await sources.ReadAsync(chunk.Offset, buffer.AsMemory(0, (int)chunk.Length), stop.Token).ConfigureAwait(false);
+                    {
+                        try { await sources.ReadAsync(chunk.Offset, buffer.AsMemory(0, (int)chunk.Length), stop.Token).ConfigureAwait(false); }
+                        catch (IOException e) { throw new CopyException("reading", chunk.Offset, e); }
+                    }
                     if (!settings.OutOfOrder) await chunk.Previous.WaitAsync(stop.Token).ConfigureAwait(false);
-                    await WriteAsync(chunk, buffer.AsMemory(0, (int)chunk.Length), stop.Token).ConfigureAwait(false);
+                    try { await WriteAsync(chunk, buffer.AsMemory(0, (int)chunk.Length), stop.Token).ConfigureAwait(false); }
+                    catch (IOException e) { throw new CopyException("writing", chunk.Offset, e); }
                     progress.Add(chunk.Length);
                 }
                 finally { chunk.Done.TrySetResult(); }
@@ -89,7 +93,6 @@ internal sealed class CopyEngine(SourceSet sources, DiskImage target, CopySettin
         {
             long offset = _next;
             if (offset >= sources.Size) return null;
-            await ThrottleAsync(offset, ct).ConfigureAwait(false);
             long max = Math.Min(settings.ChunkSize, sources.Size - offset);
             var (kind, length) = await sources.StatusAsync(offset, max, settings.TargetHasBacking, ct).ConfigureAwait(false);
             if (kind == RangeKind.Zero && settings.TargetBackingSize >= 0 && offset >= settings.TargetBackingSize) kind = RangeKind.Backing;
@@ -109,6 +112,7 @@ internal sealed class CopyEngine(SourceSet sources, DiskImage target, CopySettin
                 }
                 else end = aligned;
             }
+            if (kind == RangeKind.Data) await ThrottleAsync(end - offset, ct).ConfigureAwait(false);
             var chunk = new Chunk(offset, end - offset, kind, _previousWrite, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
             _previousWrite = chunk.Done.Task;
             _next = end;
@@ -118,15 +122,19 @@ internal sealed class CopyEngine(SourceSet sources, DiskImage target, CopySettin
     }
 
     /// <summary>
-    /// -r: a chunk starting at <paramref name="offset"/> is handed out no sooner than the limit lets the bytes before it
-    /// through, so the copy averages the rate; the first chunk goes at once, like qemu-img's first time slice.
+    /// -r: a data chunk is handed out no sooner than the limit lets the data before it through, so the copy averages
+    /// the rate; the first chunk goes at once, like qemu-img's first time slice. Zero and backing ranges move no
+    /// data and are not slowed. Called under the chunk gate.
     /// </summary>
-    private Task ThrottleAsync(long offset, CancellationToken ct)
+    private Task ThrottleAsync(long length, CancellationToken ct)
     {
         if (settings.RateLimit <= 0) return Task.CompletedTask;
-        var due = TimeSpan.FromSeconds((double)offset / settings.RateLimit) - _clock.Elapsed;
+        var due = TimeSpan.FromSeconds((double)_dataHandedOut / settings.RateLimit) - _clock.Elapsed;
+        _dataHandedOut += length;
         return due > TimeSpan.Zero ? Task.Delay(due, ct) : Task.CompletedTask;
     }
+
+    private long _dataHandedOut;
 
     private async ValueTask WriteAsync(Chunk chunk, Memory<byte> data, CancellationToken ct)
     {
@@ -196,4 +204,12 @@ internal sealed class CopyEngine(SourceSet sources, DiskImage target, CopySettin
         settings.HasZeroInit ? ValueTask.CompletedTask : target.WriteZeroesAsync(offset, length, mayUnmap: true, ct);
 
     private static bool IsZero(ReadOnlySpan<byte> span) => !span.ContainsAnyExcept((byte)0);
+}
+
+/// <summary>A chunk that could not be read or written, at its guest offset: qemu-img's "error while writing at byte N".</summary>
+internal sealed class CopyException(string operation, long guestOffset, IOException inner)
+    : IOException($"error while {operation} at byte {guestOffset}: {inner.Message}", inner)
+{
+    public string Operation { get; } = operation;
+    public long GuestOffset { get; } = guestOffset;
 }

@@ -9,13 +9,13 @@ namespace Vdisk.Cli.Ops;
 internal static class ImageOpening
 {
     public static DiskImage Open(string file, string? format, CacheMode cache, bool readOnly, bool noBacking = false, string? snapshot = null,
-        bool forceShare = false)
+        bool forceShare = false, ImagePermissions share = ImageSharing.AsFormatAllows)
     {
         try
         {
             return DiskImages.Open(file, new ImageOpenOptions
             {
-                ReadOnly = readOnly, Format = format, Cache = cache, NoBacking = noBacking, Snapshot = snapshot, ForceShare = forceShare,
+                ReadOnly = readOnly, Format = format, Cache = cache, NoBacking = noBacking, Snapshot = snapshot, ForceShare = forceShare, Share = share,
             });
         }
         catch (Exception e) when (e is IOException or NotImplementedException)

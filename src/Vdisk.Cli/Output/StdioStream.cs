@@ -36,7 +36,8 @@ internal sealed partial class StdioStream(int fd) : Stream
                 nint n = read(fd, p, buffer.Length);
                 if (n >= 0) return (int)n;
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno != EINTR && errno != EAGAIN) throw new IOException($"read: {Marshal.GetPInvokeErrorMessage(errno)}", errno);
+                if (errno == EAGAIN) Thread.Sleep(1); // a non-blocking descriptor someone else set up: wait, do not spin
+                else if (errno != EINTR) throw new IOException($"read: {Marshal.GetPInvokeErrorMessage(errno)}", errno);
             }
         }
     }
@@ -55,7 +56,8 @@ internal sealed partial class StdioStream(int fd) : Stream
                 int errno = Marshal.GetLastPInvokeError();
                 // The reader went away (EPIPE) or the output cannot take more (ENOSPC, EIO): drop the rest, as C stdio
                 // does, rather than let a message about the output hide what the command did.
-                if (errno != EINTR && errno != EAGAIN) _broken = true;
+                if (errno == EAGAIN) Thread.Sleep(1); // a non-blocking descriptor: wait for room, do not spin
+                else if (errno != EINTR) _broken = true;
             }
         }
     }

@@ -33,6 +33,9 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
     /// </summary>
     public virtual void SetPermissions(ImagePermissions use, ImagePermissions share) => ThrowIfDisposed();
 
+    /// <summary>What others may do with the device as far as its locks tell them: everything where nothing stops them.</summary>
+    public virtual ImagePermissions SharedWithOthers => ImagePermissions.All;
+
     /// <summary>Uses <paramref name="more"/> on top of the permissions set before, sharing what was shared (raw takes resize only to resize).</summary>
     public virtual void AddPermissions(ImagePermissions more) => ThrowIfDisposed();
 

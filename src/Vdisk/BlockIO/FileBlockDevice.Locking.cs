@@ -31,6 +31,15 @@ public sealed partial class FileBlockDevice
         }
     }
 
+    public override ImagePermissions SharedWithOthers
+    {
+        get
+        {
+            if (!OperatingSystem.IsLinux()) return ImagePermissions.All;
+            lock (_lockGate) return _locks?.Shared ?? ImagePermissions.All;
+        }
+    }
+
     public override void AddPermissions(ImagePermissions more)
     {
         ThrowIfDisposed();

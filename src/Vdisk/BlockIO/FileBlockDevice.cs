@@ -278,10 +278,17 @@ public sealed partial class FileBlockDevice : BlockDevice
         throw Images.DiskImageException.HostError(_path, operation, errno, offset);
     }
 
-    private static bool IsHostFailure(Exception e) => e is IOException or UnauthorizedAccessException && e is not Images.DiskImageException;
+    /// <summary>
+    /// What .NET raises for a failed system call: an IOException (errno in HResult), UnauthorizedAccessException
+    /// (EACCES, EPERM), or, for EFBIG (a file past the file system's or RLIMIT_FSIZE's limit),
+    /// ArgumentOutOfRangeException. Arguments are checked before they reach this device, so that last one is EFBIG here.
+    /// </summary>
+    private static bool IsHostFailure(Exception e)
+        => e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException && e is not Images.DiskImageException;
 
     private Images.DiskImageException HostError(string operation, Exception e, long? offset)
-        => Images.DiskImageException.HostError(_path, operation, Images.HostErrno.Of(e), offset, e);
+        => Images.DiskImageException.HostError(_path, operation,
+            e is ArgumentOutOfRangeException ? Images.HostErrno.EFBIG : Images.HostErrno.Of(e), offset, e);
 
     private ValueTask SetLengthInnerAsync(long length, bool async, CancellationToken ct)
     {

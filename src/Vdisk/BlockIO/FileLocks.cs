@@ -19,14 +19,15 @@ internal sealed partial class FileLocks(SafeFileHandle handle, string path)
     private const int UseBase = 100, DenyBase = 200, PermissionCount = 4;
     private const int F_OFD_GETLK = 36, F_OFD_SETLK = 37;
     private const short F_RDLCK = 0, F_WRLCK = 1, F_UNLCK = 2;
-    private const int EINVAL = 22, ENOLCK = 37, ENOSYS = 38, EOPNOTSUPP = 95;
+    private const int EAGAIN = 11, EACCES = 13, EINVAL = 22, ENOSYS = 38;
 
     // The bytes held now: permissions used, and permissions denied to others.
     private ImagePermissions _used, _denied;
     private bool _unsupported;
 
     public ImagePermissions Used => _used;
-    public ImagePermissions Shared => ImagePermissions.All & ~_denied;
+    /// <summary>What the locks let others do; everything where the kernel has no locks to stop them.</summary>
+    public ImagePermissions Shared => _unsupported ? ImagePermissions.All : ImagePermissions.All & ~_denied;
 
     /// <summary>
     /// Moves to using <paramref name="use"/> and sharing <paramref name="share"/>. On a conflict the locks held before
@@ -116,14 +117,17 @@ internal sealed partial class FileLocks(SafeFileHandle handle, string path)
                 }
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno == 4 /* EINTR */) continue;
-                if (errno is EINVAL or ENOLCK or ENOSYS or EOPNOTSUPP)
+                if (errno is EINVAL or ENOSYS)
                 {
-                    // QEMU's locking=auto: where the file system cannot lock, the image is used without locks.
+                    // A kernel without OFD locks (before Linux 3.15): QEMU's locking=auto uses the image unlocked.
                     _unsupported = true;
                     foundType = F_UNLCK;
                     return false;
                 }
-                throw DiskImageException.HostError(path, $"lock byte {offset}", errno);
+                // A file system that refuses the lock (ENOLCK on some NFS setups) fails the open, as in QEMU; so does a
+                // byte someone holds a write lock on (no QEMU does, but another program may).
+                throw new DiskImageException(errno is EAGAIN or EACCES ? DiskImageErrorKind.Locked : DiskImageErrorKind.Io, path,
+                    $"Failed to lock byte {offset}: {HostErrno.Describe(errno)}", null, null, errno);
             }
         }
         finally

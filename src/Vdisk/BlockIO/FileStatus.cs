@@ -30,6 +30,15 @@ public readonly partial record struct FileStatus(ulong Device, ulong Inode, long
         return new FileStatus(device, *(ulong*)(buffer + InoOffset), *(long*)(buffer + BlocksOffset) * 512);
     }
 
+    /// <summary>
+    /// Whether a file is there, following symbolic links (File.Exists says yes for a link to nothing, and a create
+    /// through such a link makes the file, not the link).
+    /// </summary>
+    public static bool Exists(string path) => Of(path) is not null || (!OperatingSystem.IsLinux() && File.Exists(path));
+
+    /// <summary>The file a path ends at after its symbolic links: what a create through the path made.</summary>
+    public static string Resolve(string path) => new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? path;
+
     /// <summary>True when both paths name one existing file.</summary>
     public static bool SameFile(string a, string b) =>
         Of(a) is { } x && Of(b) is { } y ? x.Device == y.Device && x.Inode == y.Inode

@@ -20,10 +20,10 @@ public enum ImagePermissions
 /// <summary>Ready-made sharing policies, each the one a QEMU tool uses.</summary>
 public static class ImageSharing
 {
-    /// <summary>Others may read while this user has the image open, no more: qemu-img's default.</summary>
+    /// <summary>Others may read while this user has the image open, no more: what qemu-img convert shares of its sources.</summary>
     public const ImagePermissions ReadersOnly = ImagePermissions.ConsistentRead | ImagePermissions.WriteUnchanged;
 
-    /// <summary>Others may do whatever the format allows (qemu-io's default; a raw image then shares writes).</summary>
+    /// <summary>Others may do whatever the format allows: QEMU's tools' default (a raw image then shares writes).</summary>
     public const ImagePermissions AsFormatAllows = ImagePermissions.All;
 
     /// <summary>What qemu-nbd shares: everything but resizing.</summary>

@@ -9,6 +9,8 @@ public static class DiskImages
     public static DiskImage Open(string path, ImageOpenOptions? options = null)
     {
         options ??= new ImageOpenOptions();
+        if (string.IsNullOrEmpty(path))
+            throw new DiskImageException(DiskImageErrorKind.InvalidArgument, path, "The 'file' block driver requires a file name");
         if (options.ForceShare && !options.ReadOnly)
             throw new DiskImageException(DiskImageErrorKind.InvalidArgument, path, "force-share=on can only be used with read-only images");
         string full = System.IO.Path.GetFullPath(path);
@@ -32,16 +34,21 @@ public static class DiskImages
     private static ImagePermissions Use(ImageFormat format, ImageOpenOptions options)
     {
         var use = ImagePermissions.ConsistentRead;
-        if (!options.ReadOnly) use |= ImagePermissions.Write | (format.GrowsFile ? ImagePermissions.Resize : ImagePermissions.None);
+        if (!options.ReadOnly) use |= ImagePermissions.Write | (format.GrowsFile || options.ForResize ? ImagePermissions.Resize : ImagePermissions.None);
         return use;
     }
 
-    /// <summary>What it lets others do: anything with force-share; for a backing file anything but writes and resizes; else the caller's choice, narrowed by the format.</summary>
+    /// <summary>
+    /// What it lets others do: anything with force-share; else the caller's choice (for a backing file, QEMU's rule
+    /// for copy-on-write children: everything if the image above shares writes, readers only if not), narrowed by
+    /// the format.
+    /// </summary>
     private static ImagePermissions Share(ImageFormat format, ImageOpenOptions options)
     {
         if (options.ForceShare) return ImagePermissions.All;
-        if (options.AsBacking) return ImagePermissions.All & ~(ImagePermissions.Write | ImagePermissions.Resize);
-        return options.Share & ~format.NeverShared;
+        var share = options.Share;
+        if (options.AsBacking) share = (share & ImagePermissions.Write) != 0 ? ImagePermissions.All : ImageSharing.ReadersOnly;
+        return share & ~format.NeverShared;
     }
 
     /// <summary>Creates an image file of the given format; it is closed again, open it with <see cref="Open"/>.</summary>
@@ -53,7 +60,12 @@ public static class DiskImages
     public static void Create(string path, string format, ImageCreateOptions options)
     {
         var driver = options.Registry.Get(format);
-        bool existed = System.IO.File.Exists(path);
+        if (string.IsNullOrEmpty(path))
+            throw new DiskImageException(DiskImageErrorKind.NotFound, path, "Could not create: No such file or directory");
+        driver.CheckCreateOptions(options, path);
+        if (options.Get("backing_file") is { } backing && SameFile(path, ResolveBackingPath(path, backing)))
+            throw new DiskImageException(DiskImageErrorKind.InvalidArgument, path, "Error: Trying to create an image with the same filename as the backing file");
+        bool existed = FileStatus.Exists(path);
         var device = FileBlockDevice.Create(path);
         try
         {
@@ -68,6 +80,9 @@ public static class DiskImages
         device.Dispose();
     }
 
+    /// <summary>The same file, or, for one that does not exist yet, the same full path.</summary>
+    private static bool SameFile(string a, string b) => FileStatus.SameFile(a, b) || System.IO.Path.GetFullPath(a) == System.IO.Path.GetFullPath(b);
+
     private static void Discard(FileBlockDevice device, string path, bool existed)
     {
         try
@@ -78,7 +93,7 @@ public static class DiskImages
         finally { device.Dispose(); }
         if (!existed)
         {
-            try { System.IO.File.Delete(path); }
+            try { System.IO.File.Delete(FileStatus.Resolve(path)); }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
         }
@@ -105,6 +120,11 @@ public static class DiskImages
         {
             throw new DiskImageException(DiskImageErrorKind.NotFound, imagePath,
                 $"Could not open backing file: Could not open '{resolved}': No such file or directory");
+        }
+        catch (DiskImageException e) when (e.Kind == DiskImageErrorKind.Locked)
+        {
+            // QEMU's words: the lock is the backing file's, which the hint after it names.
+            throw new DiskImageException(DiskImageErrorKind.Locked, e.FilePath, "Could not open backing file: " + e.Problem, e.Offset, e, e.Errno);
         }
     }
 }

@@ -17,6 +17,12 @@ public abstract class ImageFormat
     /// <summary>Opens an image on a device this call takes ownership of.</summary>
     public abstract DiskImage Open(BlockDevice device, ImageOpenOptions options);
 
+    /// <summary>
+    /// Refuses create options this format cannot take, before any file is touched (create runs it first, so a bad
+    /// option never empties an existing file). <see cref="Create"/> checks them again.
+    /// </summary>
+    public virtual void CheckCreateOptions(ImageCreateOptions options, string path) { }
+
     /// <summary>Creates a new image on an empty device and returns nothing; open it afterwards.</summary>
     public abstract void Create(BlockDevice device, ImageCreateOptions options);
 

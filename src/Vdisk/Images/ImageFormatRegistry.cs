@@ -10,8 +10,8 @@ namespace Vdisk.Images;
 /// </summary>
 public sealed class ImageFormatRegistry
 {
-    /// <summary>How many bytes probing reads, as QEMU's BLOCK_PROBE_BUF_SIZE.</summary>
-    public const int ProbeBytes = 2048;
+    /// <summary>How many bytes probing looks at, as QEMU's BLOCK_PROBE_BUF_SIZE; a shorter file reads as zeros past its end.</summary>
+    public const int ProbeBytes = 512;
 
     private readonly List<ImageFormat> _formats = new();
     private readonly List<ForeignFormat> _foreign = new();
@@ -56,7 +56,7 @@ public sealed class ImageFormatRegistry
     {
         long length = device.Length;
         if (length == 0 && Find("raw") is { } raw) return raw;
-        var header = new byte[Math.Min(ProbeBytes, length)];
+        var header = new byte[ProbeBytes]; // zero-padded past a short file's end, as QEMU's probe buffer is
         device.Read(0, header.AsMemory());
         var (driver, foreign) = Recognise(header, device.Name);
         if (foreign is not null)

@@ -9,11 +9,18 @@ public sealed record ImageOpenOptions
     public CacheMode Cache { get; init; } = CacheMode.Writeback;
     /// <summary>
     /// What others may do with the image while it is open here, QEMU's shared permissions, which the file's locks
-    /// announce to every QEMU process and Vdisk handle. The default lets others read only (qemu-img's choice);
-    /// a format narrows it further (qcow2 never shares write or resize). A second writable open of an image, in
-    /// this process or another, fails with <see cref="DiskImageErrorKind.Locked"/>.
+    /// announce to every QEMU process and Vdisk handle. The default shares everything, as QEMU's tools do, and the
+    /// format narrows it: qcow2 never shares write or resize, so a second writable open of a qcow2 image, in this
+    /// process or another, fails with <see cref="DiskImageErrorKind.Locked"/>; a raw image shares what its user
+    /// shares. <see cref="ImageSharing.ReadersOnly"/> keeps writers out of any format (qemu-img convert's sources).
+    /// Backing files share writes only if this image does.
     /// </summary>
-    public ImagePermissions Share { get; init; } = ImageSharing.ReadersOnly;
+    public ImagePermissions Share { get; init; } = ImageSharing.AsFormatAllows;
+    /// <summary>
+    /// Take the resize permission at open, as qemu-img resize does, so that a user who forbids resizing is found
+    /// before anything changes; formats that grow their file (qcow2) take it whenever they are writable.
+    /// </summary>
+    public bool ForResize { get; init; }
     /// <summary>
     /// Open read-only whatever others do with the image, and let them do anything (qemu-img's -U, --force-share):
     /// takes no lock that could stop a writer, and is refused for a writable open. What is read may be inconsistent

@@ -144,7 +144,7 @@ public sealed partial class NbdConnection
     /// </summary>
     internal static NbdError FromErrno(int errno) => errno switch
     {
-        HostErrno.EPERM or HostErrno.EACCES or HostErrno.EROFS => NbdError.Perm,
+        HostErrno.EPERM or HostErrno.EROFS => NbdError.Perm,
         HostErrno.EIO => NbdError.Io,
         12 => NbdError.NoMem,
         HostErrno.ENOSPC or HostErrno.EDQUOT or HostErrno.EFBIG => NbdError.NoSpc,

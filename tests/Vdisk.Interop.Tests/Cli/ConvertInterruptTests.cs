@@ -37,4 +37,17 @@ public class ConvertInterruptTests
         Assert.False(File.Exists(dst), "an interrupted convert that created its target must remove it");
         Assert.False(string.IsNullOrWhiteSpace(await stderr), "the interruption must be reported");
     }
+
+    [Fact]
+    public void RateLimitCountsDataOnly()
+    {
+        // 1 KiB/s over 64 MiB would take 18 hours if the holes counted; they move no data, so it ends at once.
+        using var dir = new TempDir();
+        var src = dir.File("sparse.raw");
+        using (var f = File.Create(src)) { f.SetLength(64 << 20); f.Position = 1 << 20; f.Write(new byte[] { 1 }); }
+        var dst = dir.File("out.qcow2");
+        var r = Tools.Vdisk("convert", "-r", "1k", "-f", "raw", "-O", "qcow2", src, dst);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal(0, Tools.Run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", src, dst).ExitCode);
+    }
 }

@@ -14,11 +14,15 @@ public class TerminalOutputTests
         var cli = Environment.GetEnvironmentVariable("VDISK_CLI") is { Length: > 0 } native
             ? $"'{native}'" : $"dotnet '{Path.Combine(AppContext.BaseDirectory, "Vdisk.Cli.dll")}'";
         // script(1) runs the command on a pseudo-terminal (stdin, stdout and stderr all a tty) and copies what it writes.
-        foreach (var command in new[] { $"info '{image}'", $"io -c 'read 0 512' '{image}'", $"map '{image}'" })
+        var expected = new Dictionary<string, string>
+        {
+            [$"info '{image}'"] = "file format: qcow2", [$"io -c 'read 0 512' '{image}'"] = "read 512/512 bytes", [$"map '{image}'"] = "Offset",
+        };
+        foreach (var (command, output) in expected)
         {
             var r = Tools.Run("script", "-qec", $"{cli} {command}", "/dev/null");
             Assert.True(r.ExitCode == 0, r.ToString());
-            Assert.Contains(command.StartsWith("io", StringComparison.Ordinal) ? "read 512/512 bytes" : "", r.StdOut);
+            Assert.Contains(output, r.StdOut);
             Assert.DoesNotContain('\u001b', r.StdOut);
         }
     }

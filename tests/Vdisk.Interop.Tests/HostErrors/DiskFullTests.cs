@@ -105,9 +105,36 @@ public class DiskFullTests
         var target = fs.File("out.qcow2");
         var r = Tools.Vdisk("convert", "-f", "raw", "-O", "qcow2", "-o", "preallocation=" + preallocation, source, target);
         Assert.Equal(1, r.ExitCode);
-        Assert.Contains("error while converting", r.StdErr);
+        // qemu-img's words: the copy names the guest byte it could not write; a create that fails names the target.
+        Assert.Contains(preallocation == "off" ? "vdisk: error while writing at byte " : $"vdisk: {target}: error while converting qcow2: ", r.StdErr);
         Assert.Contains("No space left on device", r.StdErr);
         Assert.False(File.Exists(target), "a failed convert must remove the image it created");
+    }
+
+    [Fact]
+    public void AFailedConvertOverAnExistingFileOrThroughALinkKeepsWhatItDidNotMake()
+    {
+        using var dir = new TempDir();
+        var source = dir.File("random.raw");
+        var data = new byte[24 * MiB];
+        new Random(6).NextBytes(data);
+        File.WriteAllBytes(source, data);
+        using var fs = new SmallFileSystem(8L * MiB);
+
+        // An existing file it wrote over is left empty, not deleted: the file was the user's.
+        var existing = fs.File("existing.qcow2");
+        File.WriteAllBytes(existing, new byte[4096]);
+        Assert.Equal(1, Tools.Vdisk("convert", "-f", "raw", "-O", "qcow2", source, existing).ExitCode);
+        Assert.True(File.Exists(existing));
+        Assert.Equal(0, new FileInfo(existing).Length);
+
+        // Through a link to a new file: the file it made is removed, the link (not its to remove) stays.
+        var link = dir.File("link.qcow2");
+        var real = fs.File("real.qcow2");
+        File.CreateSymbolicLink(link, real);
+        Assert.Equal(1, Tools.Vdisk("convert", "-f", "raw", "-O", "qcow2", source, link).ExitCode);
+        Assert.False(File.Exists(real), "the half-written image behind the link must go");
+        Assert.NotNull(new FileInfo(link).LinkTarget);
     }
 
     [Fact]

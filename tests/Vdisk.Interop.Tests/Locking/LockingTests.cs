@@ -49,6 +49,7 @@ public class LockingTests
         SortedSet<long> qemu, vdisk;
         using (ImageHolder.Nbd(vdisk: false, dir, image, args)) qemu = LockTable.BytesOf(image);
         using (ImageHolder.Nbd(vdisk: true, dir, image, args)) vdisk = LockTable.BytesOf(image);
+        Assert.NotEmpty(qemu);
         Assert.Equal(qemu, vdisk);
     }
 

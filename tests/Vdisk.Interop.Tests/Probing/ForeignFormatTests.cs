@@ -44,6 +44,40 @@ public class ForeignFormatTests
         Assert.Equal("raw", JsonDocument.Parse(raw.StdOut).RootElement.GetProperty("format").GetString());
     }
 
+    /// <summary>Files cut short or with their sign past the 512 bytes QEMU looks at: probed as QEMU probes them.</summary>
+    public static TheoryData<string, string, string, string> EdgeFiles() => new()
+    {
+        // name, content (hex for binary, else text), the format, what QEMU's driver says when it opens the file
+        { "long-descriptor", "#" + new string('x', 600) + "\nversion=1\n", "raw", "" },
+        { "one-hash", "#", "raw", "" },
+        { "shebang", "#!/bin/sh\n", "raw", "" },
+        { "short-vdi", "hex:" + new string('0', 0x80) + "7f10dabe" + new string('0', 56), "vdi", "unsupported VDI image" },
+        { "short-qed", "hex:51454400", "qed", "QED cluster size is invalid" },
+        { "short-parallels", "hex:" + Convert.ToHexString(Encoding.ASCII.GetBytes("WithoutFreeSpace")) + "02000000" + new string('0', 40), "parallels", "Zero sectors per track" },
+    };
+
+    [Theory, MemberData(nameof(EdgeFiles))]
+    public void ShortAndLongSignaturesAreProbedAsQemuProbesThem(string name, string content, string format, string qemuDriverSays)
+    {
+        using var dir = new TempDir();
+        var path = dir.File(name);
+        File.WriteAllBytes(path, content.StartsWith("hex:", StringComparison.Ordinal)
+            ? Convert.FromHexString(content[4..]) : Encoding.ASCII.GetBytes(content));
+        var qemu = Tools.Run("qemu-img", "info", path);
+        var vdisk = Tools.Vdisk("info", path);
+        if (format == "raw")
+        {
+            Assert.Contains("file format: raw", qemu.StdOut);
+            Assert.True(vdisk.ExitCode == 0 && vdisk.StdOut.Contains("file format: raw"), vdisk.ToString());
+        }
+        else
+        {
+            Assert.Contains(qemuDriverSays, qemu.StdErr); // QEMU took it for that format and its driver refused it
+            Assert.Equal(1, vdisk.ExitCode);
+            Assert.Contains($"Unknown file format '{format}'", vdisk.StdErr);
+        }
+    }
+
     /// <summary>The format qemu-img chose: from info, or, where the driver refuses the sample, from the driver's own complaint.</summary>
     private static string QemuProbe(string path)
     {

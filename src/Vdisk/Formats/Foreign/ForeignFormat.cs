@@ -24,6 +24,6 @@ public sealed class ForeignFormat
     /// <summary>What people call it: "VMware VMDK", "VirtualBox VDI", ...</summary>
     public string Description { get; }
 
-    /// <summary>Scores the first bytes of a file (at most 2048, fewer when the file is shorter); path may be null.</summary>
+    /// <summary>Scores the first 512 bytes of a file (zeros past the end of a shorter one); path may be null.</summary>
     public int Probe(ReadOnlySpan<byte> header, string? path) => _probe(header, path);
 }

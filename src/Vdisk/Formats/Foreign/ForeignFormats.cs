@@ -20,7 +20,7 @@ public static class ForeignFormats
         new ForeignFormat("luks", "LUKS encrypted", (h, _) => h.Length >= LuksCipherNameOffset && h[..6].SequenceEqual(LuksMagic) && BinaryPrimitives.ReadUInt16BigEndian(h[6..]) == 1 ? 100 : 0),
         new ForeignFormat("parallels", "Parallels", ProbeParallels),
         new ForeignFormat("bochs", "Bochs", ProbeBochs),
-        new ForeignFormat("cloop", "cloop compressed loop", (h, _) => StartsWithClipped(h, CloopScript) ? 2 : 0),
+        new ForeignFormat("cloop", "cloop compressed loop", (h, _) => StartsWith(h, CloopScript) ? 2 : 0),
         // QEMU's dmg probe looks at the file name only: a ".dmg" file is a disk image for it, whatever it holds.
         new ForeignFormat("dmg", "Apple DMG", (_, path) => path is { Length: > 4 } p && p.EndsWith(".dmg", StringComparison.Ordinal) ? 2 : 0),
     };
@@ -84,13 +84,6 @@ public static class ForeignFormats
 
     private static bool StartsWith(ReadOnlySpan<byte> h, string ascii)
         => h.Length >= ascii.Length && h[..ascii.Length].SequenceEqual(Encoding.ASCII.GetBytes(ascii));
-
-    /// <summary>The file starts with the text, or with as much of it as the file holds.</summary>
-    private static bool StartsWithClipped(ReadOnlySpan<byte> h, string ascii)
-    {
-        int n = Math.Min(h.Length, ascii.Length);
-        return n > 0 && h[..n].SequenceEqual(Encoding.ASCII.GetBytes(ascii)[..n]);
-    }
 
     private static bool CString(ReadOnlySpan<byte> field, string expected)
     {

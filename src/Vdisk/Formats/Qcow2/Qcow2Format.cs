@@ -17,6 +17,8 @@ public sealed class Qcow2Format : ImageFormat
 
     public override DiskImage Open(BlockDevice device, ImageOpenOptions options) => Qcow2Image.Open(device, options);
 
+    public override void CheckCreateOptions(ImageCreateOptions options, string path) => Qcow2CreateOptions.Parse(options, path);
+
     public override void Create(BlockDevice device, ImageCreateOptions options)
     {
         var o = Qcow2CreateOptions.Parse(options, device.Name);
@@ -24,7 +26,7 @@ public sealed class Qcow2Format : ImageFormat
         o = o with { Size = (o.Size + 511) & ~511L };
         if (o.Size == 0 && o.BackingFile is not null)
         {
-            using var backing = DiskImages.OpenBacking(device.Name, o.BackingFile, o.BackingFormat, new ImageOpenOptions { NoBacking = true });
+            using var backing = DiskImages.OpenBacking(device.Name, o.BackingFile, o.BackingFormat, new ImageOpenOptions { NoBacking = true, ForceShare = true });
             o = o with { Size = backing.Size };
         }
         WriteEmptyImage(device, o);

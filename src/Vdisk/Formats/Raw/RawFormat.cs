@@ -27,9 +27,7 @@ public sealed class RawFormat : ImageFormat
 
     public override void Create(BlockDevice device, ImageCreateOptions options)
     {
-        foreach (var key in options.Options.Keys)
-            if (!CreateOptionNames.Contains(key))
-                throw new DiskImageException(DiskImageErrorKind.InvalidArgument, device.Name, $"Invalid parameter '{key}'");
+        CheckCreateOptions(options, device.Name);
         var prealloc = options.Get("preallocation") ?? "off";
         // As qemu-img: the file is made a whole number of 512-byte sectors long.
         options = options with { Size = RawImage.RoundUpToSector(options.Size) };
@@ -46,8 +44,20 @@ public sealed class RawFormat : ImageFormat
             case "full":
                 WriteZeros(device, 0, options.Size);
                 break;
-            default:
-                throw new DiskImageException(DiskImageErrorKind.InvalidArgument, device.Name, $"Invalid preallocation mode: '{prealloc}'");
+        }
+    }
+
+    public override void CheckCreateOptions(ImageCreateOptions options, string path)
+    {
+        foreach (var key in options.Options.Keys)
+            if (!CreateOptionNames.Contains(key))
+                throw new DiskImageException(DiskImageErrorKind.InvalidArgument, path, $"Invalid parameter '{key}'");
+        // qemu-img's two refusals: a mode raw does not have, and a word that is no mode at all.
+        switch (options.Get("preallocation") ?? "off")
+        {
+            case "off" or "falloc" or "full": return;
+            case "metadata": throw new DiskImageException(DiskImageErrorKind.InvalidArgument, path, "Unsupported preallocation mode: metadata");
+            case var other: throw new DiskImageException(DiskImageErrorKind.InvalidArgument, path, $"invalid parameter value: {other}");
         }
     }
 

@@ -11,7 +11,7 @@ namespace Vdisk.Formats.Raw;
 public sealed class RawImage : DiskImage
 {
     /// <summary>Bytes at the start of a probed raw image that a write may not turn into another format's header.</summary>
-    private const int GuardedBytes = 512;
+    private const int GuardedBytes = ImageFormatRegistry.ProbeBytes;
 
     private readonly ImageFormatRegistry? _probedBy;
 
@@ -44,9 +44,10 @@ public sealed class RawImage : DiskImage
         if (async) await _firstSector.WaitAsync(ct).ConfigureAwait(false); else _firstSector.Wait(ct);
         try
         {
-            var sector = new byte[(int)Math.Min(GuardedBytes, Math.Max(Size, offset + buffer.Length))];
+            // The sector as the next probe would see it: zeros past the end of a short file, as QEMU pads it.
+            var sector = new byte[GuardedBytes];
             await Device.ReadCoreAsync(0, sector, async, ct).ConfigureAwait(false);
-            var covered = buffer[..(int)Math.Min(buffer.Length, sector.Length - offset)];
+            var covered = buffer[..(int)Math.Min(buffer.Length, GuardedBytes - offset)];
             covered.Span.CopyTo(sector.AsSpan((int)offset));
             var (driver, foreign) = _probedBy!.Recognise(sector, path: null);
             if (foreign is not null || (driver is not null && driver.Name != FormatName))
