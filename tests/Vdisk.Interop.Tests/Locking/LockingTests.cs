@@ -75,10 +75,7 @@ public class LockingTests
     {
         using var dir = new TempDir();
         var image = Image(dir, "qcow2");
-        bool vdiskHolds = holder.StartsWith("vdisk", StringComparison.Ordinal);
-        using var held = holder.EndsWith("io", StringComparison.Ordinal)
-            ? ImageHolder.Io(vdiskHolds, image)
-            : ImageHolder.Nbd(vdiskHolds, dir, image, "-f", "qcow2");
+        using var held = HoldForWriting(holder, dir, image, "qcow2");
 
         // Each command through qemu's tool and vdisk: same exit status, same message (vdisk's prefix aside).
         string[][] refused =
@@ -109,6 +106,54 @@ public class LockingTests
             Assert.True(vdisk.ExitCode == 0, $"{string.Join(' ', command)}:\n{vdisk}");
         }
         Assert.False(File.Exists(dir.File("out.raw")));
+    }
+
+    /// <summary>
+    /// A raw image shares what its user shares: next to a raw image held for writing, each command does what the
+    /// same qemu-img/qemu-io command does (reads go on, convert's source and a resize against qemu-nbd are refused),
+    /// with the same message. Outputs are compared whole, so no table of expectations can drift from QEMU.
+    /// </summary>
+    [Theory, MemberData(nameof(HeldByWriter))]
+    public void NextToARawImageHeldForWritingEveryCommandDoesWhatQemusDoes(string holder)
+    {
+        using var dir = new TempDir();
+        var image = Image(dir, "raw");
+        using var held = HoldForWriting(holder, dir, image, "raw");
+        string[][] commands =
+        {
+            ["img", "info", "-f", "raw", image], ["img", "map", "-f", "raw", image], ["img", "compare", "-f", "raw", "-F", "raw", image, image],
+            ["img", "measure", "-f", "raw", "-O", "qcow2", image], ["img", "convert", "-f", "raw", "-O", "raw", image, dir.File("out.raw")],
+            ["img", "resize", "-f", "raw", image, "2M"], ["io", "-f", "raw", "-c", "read 0 512", image], ["io", "-f", "raw", "-r", "-c", "read 0 512", image],
+        };
+        int refusals = 0;
+        foreach (var command in commands)
+        {
+            var (qemu, vdisk) = Both(command);
+            Assert.True(qemu.ExitCode == vdisk.ExitCode, $"{string.Join(' ', command)}:\nqemu: {qemu}\nvdisk: {vdisk}");
+            Assert.Equal(Unprefixed(qemu.StdErr), Unprefixed(vdisk.StdErr));
+            if (qemu.ExitCode != 0) refusals++;
+            File.Delete(dir.File("out.raw"));
+        }
+        Assert.InRange(refusals, 1, commands.Length - 1); // some commands are refused, others share the image
+    }
+
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qcow2")]
+    public void ABackingFileOfEitherFormatCarriesTheLocksQemuPutsOnIt(string format)
+    {
+        using var dir = new TempDir();
+        var baseImage = Image(dir, format, "base");
+        var overlay = dir.File("top.qcow2");
+        Assert.Equal(0, Tools.Run("qemu-img", "create", "-q", "-f", "qcow2", "-b", baseImage, "-F", format, overlay).ExitCode);
+        foreach (var options in new[] { new string[0], ["-r"] })
+        {
+            SortedSet<long> qemu, vdisk;
+            using (ImageHolder.Io(vdisk: false, overlay, options)) qemu = LockTable.BytesOf(baseImage);
+            using (ImageHolder.Io(vdisk: true, overlay, options)) vdisk = LockTable.BytesOf(baseImage);
+            Assert.NotEmpty(qemu);
+            Assert.Equal(qemu, vdisk);
+        }
     }
 
     [Fact]
@@ -188,6 +233,15 @@ public class LockingTests
         using var reader = DiskImages.Open(baseImage, new ImageOpenOptions { ReadOnly = true });
         var qemu = Tools.Run("qemu-io", "-c", "write 0 512", baseImage);
         Assert.Contains("Failed to get \"write\" lock", qemu.StdErr);
+    }
+
+    /// <summary>"qemu-io", "vdisk io", "qemu-nbd" or "vdisk serve" with the image open for writing.</summary>
+    private static ImageHolder HoldForWriting(string holder, TempDir dir, string image, string format)
+    {
+        bool vdisk = holder.StartsWith("vdisk", StringComparison.Ordinal);
+        return holder.EndsWith("io", StringComparison.Ordinal)
+            ? ImageHolder.Io(vdisk, image, "-f", format)
+            : ImageHolder.Nbd(vdisk, dir, image, "-f", format);
     }
 
     /// <summary>Runs a command through qemu-img/qemu-io and through vdisk.</summary>
