@@ -43,14 +43,15 @@ internal static class CommitCommand
                 : FindInChain(chain, baseName) ?? throw new CliException($"Did not find '{baseName}' in the backing chain of '{file}'");
             targetPath = Path.GetFullPath(found.Path);
         }
-        // Then the chain again with that layer writable inside it: one handle per file, so that the image locks see
-        // no second user of the base, and the copy reads through the handle it writes.
+        // Then the chain again, the top writable (held to the end, as qemu-img holds it, so that no one writes it
+        // between the copy and the emptying) and the target writable inside it: one handle per file, so that the
+        // image locks see no second user of the base, and the copy reads through the handle it writes.
         DiskImage? target = null;
         var options = new ImageOpenOptions
         {
-            ReadOnly = true, Format = format,
+            Format = format, Cache = cache,
             BackingOpener = (path, o) => Path.GetFullPath(path) == targetPath
-                ? target = DiskImages.Open(path, o with { ReadOnly = false, Cache = cache })
+                ? target = DiskImages.Open(path, o with { ReadOnly = false })
                 : DiskImages.Open(path, o),
         };
         DiskImage top;
@@ -63,12 +64,12 @@ internal static class CommitCommand
             try { ImageCommit.CopyIntoBase(top, target!, target!, bar.Add); }
             catch (IOException e) { throw new CliException($"Block job failed: {Errors.Describe(e)}"); }
             bar.End();
-        }
-        if (!drop)
-        {
-            using var emptied = ImageOpening.Open(file, format, cache, readOnly: false, noBacking: true);
-            try { ImageCommit.EmptyTop(emptied); }
-            catch (IOException e) { throw new CliException($"Could not empty {file}: {Errors.Describe(e)}"); }
+            // Only now, with the base durable, may the top let go of its clusters.
+            if (!drop)
+            {
+                try { ImageCommit.EmptyTop(top); }
+                catch (IOException e) { throw new CliException($"Could not empty {file}: {Errors.Describe(e)}"); }
+            }
         }
         if (!quiet) ctx.Out.WriteLine("Image committed.");
         return 0;
